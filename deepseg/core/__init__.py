@@ -1,0 +1,1 @@
+"""The numerical core of Deep Segmentation: numpy, scipy and torch only, never Spark."""

@@ -1,0 +1,96 @@
+"""③ The networks of Deep Segmentation: embedding f and softmax head g (patent [0104]).
+
+f: R^d -> R^m is Dense(128, tanh) -> BatchNorm -> Dropout(0.5) -> Dense(32, tanh);
+g: R^m -> P^c is one Dense(c) layer followed by softmax. Every weight gets Glorot-normal
+initialisation and a Tikhonov (L2) penalty that decreases through the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Sizes and regularisation of f and g; the defaults are the patent's values."""
+
+    hidden_size: int = 128
+    embedding_size: int = 32
+    dropout: float = 0.5
+    # Tikhonov penalty per weight matrix: f's first layer, f's second layer, g.
+    l2: tuple[float, float, float] = (1e-3, 1e-4, 1e-5)
+
+
+class EmbeddingNet(nn.Module):
+    """f: the user-feature embedding whose output the TSVMs separate linearly."""
+
+    def __init__(self, n_features: int, config: NetConfig = NetConfig()):
+        super().__init__()
+        self.dense1 = nn.Linear(n_features, config.hidden_size)
+        self.norm = nn.BatchNorm1d(config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+        self.dense2 = nn.Linear(config.hidden_size, config.embedding_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.dropout(self.norm(torch.tanh(self.dense1(x))))
+        return torch.tanh(self.dense2(h))
+
+
+class SoftmaxHead(nn.Module):
+    """g: embedding -> class logits; `softmax(g(z))` is the propensity vector."""
+
+    def __init__(self, embedding_size: int, n_classes: int):
+        super().__init__()
+        self.dense = nn.Linear(embedding_size, n_classes)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.dense(z)
+
+
+class SegmentationNet(nn.Module):
+    """g∘f as one module, so optimisers, state dicts and snapshots handle both together."""
+
+    def __init__(self, n_features: int, n_classes: int, config: NetConfig = NetConfig()):
+        super().__init__()
+        self.config = config
+        self.f = EmbeddingNet(n_features, config)
+        self.g = SoftmaxHead(config.embedding_size, n_classes)
+        glorot_normal_(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.g(self.f(x))
+
+    def penalty(self) -> torch.Tensor:
+        """Tikhonov penalty Σ λ_k ||W_k||², decreasing through the network."""
+        weights = (self.f.dense1.weight, self.f.dense2.weight, self.g.dense.weight)
+        return sum(lam * w.pow(2).sum() for lam, w in zip(self.config.l2, weights))
+
+
+def glorot_normal_(module: nn.Module) -> None:
+    """Glorot-normal weights and zero biases for every dense layer."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_normal_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+
+def smooth_labels(y: np.ndarray, n_classes: int, eps: float = 1e-3) -> np.ndarray:
+    """h(y) of patent eq. (3): 1 - c·ε on the true class, ε elsewhere, rows renormalised to sum 1."""
+    h = np.full((len(y), n_classes), eps, dtype=np.float32)
+    h[np.arange(len(y)), y] = 1.0 - n_classes * eps
+    return h / h.sum(axis=1, keepdims=True)
+
+
+def kl_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of KL(target ‖ softmax(logits))."""
+    return F.kl_div(F.log_softmax(logits, dim=1), target, reduction="batchmean")
+
+
+def mse_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between softmax(logits) and target probability vectors (patent [0106])."""
+    return F.mse_loss(F.softmax(logits, dim=1), target)

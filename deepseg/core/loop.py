@@ -1,0 +1,149 @@
+"""Algorithm 1 (Deep Segmentation) over a small backend interface.
+
+The labelled users are few and live on the driver as numpy arrays. The unlabelled users live
+wherever the backend keeps them (memory, or a Spark DataFrame); the loop only asks the backend
+for a sample to fit the TSVMs on, a parallel map for the per-class TSVMs, and a stream of
+pseudo-labelled batches for retraining. It never knows which backend it talks to.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager, Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from deepseg.core.embed import NetConfig, SegmentationNet, smooth_labels
+from deepseg.core.ovr import OvRTSVM, fit_ovr_tsvm
+from deepseg.core.pseudo import EMAEnsemble, PseudoLabeler, frozen_copy
+from deepseg.core.train import (
+    TrainConfig,
+    embed,
+    make_optimizer,
+    predict_proba,
+    set_learning_rate,
+    torch_threads,
+    train_labelled,
+    train_unlabelled,
+)
+from deepseg.core.tsvm import TSVMConfig
+
+log = logging.getLogger("deepseg")
+
+
+class PseudoLabeled(Protocol):
+    """Unlabelled users paired with this iteration's TSVM probabilities."""
+
+    def batches(self, batch_size: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One epoch of (features, probabilities) mini-batches in a seeded order."""
+
+
+class Backend(Protocol):
+    """Where the unlabelled users are: the only thing the algorithm needs from them."""
+
+    def sample_unlabeled(self, max_rows: int | None, seed: int) -> np.ndarray:
+        """Features of all unlabelled users, or a seeded sample of at most `max_rows`."""
+
+    def map(self, fn: Callable, items: Sequence) -> list:
+        """[fn(item) for item in items], possibly in parallel (the per-class TSVMs)."""
+
+    def pseudo_label(self, labeler: Callable[[np.ndarray], np.ndarray]) -> ContextManager[PseudoLabeled]:
+        """Apply `labeler` (features -> probabilities) to every unlabelled user."""
+
+
+@dataclass(frozen=True)
+class DeepSegConfig:
+    """Every setting of Algorithm 1. The defaults are deepseg's; `PATENT` holds the patent's."""
+
+    net: NetConfig = NetConfig()
+    train: TrainConfig = TrainConfig()
+    tsvm: TSVMConfig = TSVMConfig()
+    n_iter: int = 6
+    label_smoothing: float = 1e-3
+    ema_decay: float = 0.8
+    tsvm_sample_size: int | None = None  # None: fit the TSVMs on every unlabelled user
+
+
+@dataclass
+class DeepSegResult:
+    """A fitted Deep Segmentation model: the EMA ensemble, the last TSVMs and diagnostics."""
+
+    ensemble: EMAEnsemble
+    supervised: SegmentationNet  # g∘f after the supervised start (iteration 0)
+    tsvm: OvRTSVM | None
+    history: list[dict] = field(default_factory=list)
+
+
+def fit_deep_segmentation(
+    X_l: np.ndarray,
+    y_l: np.ndarray,
+    backend: Backend,
+    n_classes: int,
+    config: DeepSegConfig = DeepSegConfig(),
+    seed: int = 0,
+) -> DeepSegResult:
+    """Run Algorithm 1: supervised start, then `n_iter` rounds of embed → TSVM → retrain."""
+    with torch_threads(config.train.num_threads):
+        return _fit(X_l, y_l, backend, n_classes, config, seed)
+
+
+def _fit(X_l, y_l, backend, n_classes, config, seed) -> DeepSegResult:
+    torch.manual_seed(seed)
+    tc = config.train
+    X_l = np.asarray(X_l, dtype=np.float32)
+    H = smooth_labels(y_l, n_classes, config.label_smoothing)
+    net = SegmentationNet(X_l.shape[1], n_classes, config.net)
+    optimizer = make_optimizer(net, tc.learning_rate)
+
+    t0 = time.perf_counter()
+    train_labelled(net, optimizer, X_l, H, tc.supervised_epochs, tc.batch_size, seed)
+    log.info("supervised start: %d labelled users, %d epochs, %.1fs",
+             len(X_l), tc.supervised_epochs, time.perf_counter() - t0)
+    supervised = frozen_copy(net)
+
+    sample = np.asarray(backend.sample_unlabeled(config.tsvm_sample_size, seed), dtype=np.float32)
+    set_learning_rate(optimizer, tc.learning_rate * tc.retrain_lr_factor)
+    snapshots, history, tsvm = [], [], None
+    for it in range(1, config.n_iter + 1):
+        times = {}
+        t = time.perf_counter()
+        Z_l, Z_u = embed(net, X_l), embed(net, sample)
+        times["embed_s"] = time.perf_counter() - t
+
+        # Pseudo-labels are recomputed from scratch: the TSVMs see only this iteration's embedding.
+        t = time.perf_counter()
+        tsvm = fit_ovr_tsvm(Z_l, y_l, Z_u, n_classes, config.tsvm, mapper=backend.map)
+        times["tsvm_s"] = time.perf_counter() - t
+        tsvm_labels = np.argmax(tsvm.decision_function(Z_u), axis=1)
+
+        t = time.perf_counter()
+        with backend.pseudo_label(PseudoLabeler(frozen_copy(net), tsvm)) as data:
+            mse = train_unlabelled(
+                net, optimizer, lambda e: data.batches(tc.unlabeled_batch_size, seed + 1000 * it + e),
+                tc.unlabeled_epochs, tc.unlabeled_weight,
+            )
+        kl = train_labelled(net, optimizer, X_l, H, tc.labeled_epochs, tc.batch_size, seed + 1000 * it)
+        times["retrain_s"] = time.perf_counter() - t
+        snapshots.append(frozen_copy(net))
+
+        net_labels = np.argmax(predict_proba(net, sample), axis=1)
+        history.append({
+            "iteration": it,
+            "tsvm_objective": float(np.mean([s.objective for s in tsvm.separators])),
+            "tsvm_cccp_rounds": [s.n_iter for s in tsvm.separators],
+            "agreement": float(np.mean(net_labels == tsvm_labels)) if len(sample) else float("nan"),
+            "class_shares": np.bincount(net_labels, minlength=n_classes).tolist(),
+            "mse": mse[-1] if mse else float("nan"),
+            "kl": kl[-1] if kl else float("nan"),
+            **times,
+        })
+        log.info("iteration %d/%d: TSVM objective %.4f, g∘f/TSVM agreement %.3f, %s",
+                 it, config.n_iter, history[-1]["tsvm_objective"], history[-1]["agreement"],
+                 ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
+
+    if not snapshots:
+        snapshots.append(supervised)
+    return DeepSegResult(EMAEnsemble(snapshots, config.ema_decay), supervised, tsvm, history)

@@ -1,0 +1,191 @@
+"""One-vs-rest linear TSVMs: c binary separators → one probability vector per point.
+
+Probabilities: the c decision values s(x) are turned into p(x) = softmax(τ·s(x)) with one
+temperature τ fitted by minimising the log-loss on the labelled points (temperature scaling,
+Guo et al. 2017). One scalar cannot reorder classes, so argmax p = argmax s; it only sets how
+sharp the vectors are. Calibration is measured (ECE) in the benchmark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from numbers import Integral, Real
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from deepseg.core.tsvm import BinaryTSVM, TSVMConfig, fit_binary_tsvm
+
+Mapper = Callable[[Callable, Sequence], list]
+
+
+@dataclass(frozen=True)
+class OvRTSVM:
+    """c fitted binary TSVMs plus the temperature that turns their scores into probabilities."""
+
+    separators: tuple[BinaryTSVM, ...]
+    temperature: float
+
+    @property
+    def coef(self) -> np.ndarray:
+        return np.stack([s.coef for s in self.separators])
+
+    @property
+    def intercept(self) -> np.ndarray:
+        return np.array([s.intercept for s in self.separators])
+
+    def decision_function(self, Z: np.ndarray) -> np.ndarray:
+        return Z @ self.coef.T + self.intercept
+
+    def predict_proba(self, Z: np.ndarray) -> np.ndarray:
+        return softmax(self.temperature * self.decision_function(Z), axis=1)
+
+
+def _fit_class(k: int, Z_l, y_l, Z_u, config: TSVMConfig) -> BinaryTSVM:
+    return fit_binary_tsvm(Z_l, np.where(y_l == k, 1.0, -1.0), Z_u, config)
+
+
+def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
+    """τ minimising the mean log-loss of softmax(τ·scores) on labelled points."""
+
+    def loss(log_tau):
+        logp = log_softmax(np.exp(log_tau) * scores, axis=1)
+        return -logp[np.arange(len(y)), y].mean()
+
+    res = minimize_scalar(loss, bounds=(-4.0, 4.0), method="bounded")
+    return float(np.exp(res.x))
+
+
+def fit_ovr_tsvm(
+    Z_l: np.ndarray,
+    y_l: np.ndarray,
+    Z_u: np.ndarray,
+    n_classes: int,
+    config: TSVMConfig = TSVMConfig(),
+    mapper: Mapper | None = None,
+) -> OvRTSVM:
+    """Fit one TSVM per class; `mapper(fn, items)` runs them (a Spark backend runs them as tasks)."""
+    mapper = mapper or (lambda fn, items: [fn(i) for i in items])
+    fit = partial(_fit_class, Z_l=Z_l, y_l=y_l, Z_u=Z_u, config=config)
+    separators = tuple(mapper(fit, list(range(n_classes))))
+    scores = Z_l @ np.stack([s.coef for s in separators]).T + np.array([s.intercept for s in separators])
+    return OvRTSVM(separators, fit_temperature(scores, y_l))
+
+
+class TransductiveSVC(ClassifierMixin, BaseEstimator):
+    """One-vs-rest linear transductive SVM (CCCP, class-balance constraint).
+
+    Semi-supervised convention of scikit-learn: points with ``y == -1`` are unlabelled.
+    Each class gets a binary TSVM minimising objective (4) of the Deep Segmentation patent
+    (sums normalised by their sizes); see :mod:`deepseg.core.tsvm`.
+
+    Parameters
+    ----------
+    C : float, default=1.0
+        Weight of the mean hinge loss on labelled points.
+    C_unlabeled : float, default=1.0
+        Weight C* of the mean symmetric hinge loss on unlabelled points.
+    ramp_s : float, default=0.0
+        Ramp point s of the CCCP decomposition; 0 is objective (4) exactly.
+    smoothing : float, default=0.1
+        Width of the Huber-smoothed hinge (makes the convex steps Newton problems).
+    max_iter : int, default=30
+        Maximum CCCP rounds per class.
+    tol : float, default=1e-5
+        Relative decrease of the ramp objective under which CCCP stops.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    coef_ : ndarray of shape (n_classes, n_features)
+    intercept_ : ndarray of shape (n_classes,)
+    temperature_ : float
+        Softmax temperature for `predict_proba`, fitted on the labelled points.
+    transduction_ : ndarray of shape (n_samples,)
+        Labels given to the training points (labelled points keep their label).
+    objective_ : ndarray of shape (n_classes,)
+        Objective (4) of each binary TSVM at its solution.
+    n_iter_ : ndarray of shape (n_classes,)
+        CCCP rounds run per class.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from deepseg import TransductiveSVC
+    >>> X = np.array([[-2.0], [-1.5], [-1.0], [1.0], [1.5], [2.0]])
+    >>> y = np.array([0, -1, -1, -1, -1, 1])
+    >>> TransductiveSVC().fit(X, y).transduction_.tolist()
+    [0, 0, 0, 1, 1, 1]
+    """
+
+    _parameter_constraints: dict = {
+        "C": [Interval(Real, 0, None, closed="neither")],
+        "C_unlabeled": [Interval(Real, 0, None, closed="left")],
+        "ramp_s": [Interval(Real, None, 1, closed="neither")],
+        "smoothing": [Interval(Real, 0, 1, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+    }
+
+    def __init__(self, *, C=1.0, C_unlabeled=1.0, ramp_s=0.0, smoothing=0.1, max_iter=30, tol=1e-5):
+        self.C = C
+        self.C_unlabeled = C_unlabeled
+        self.ramp_s = ramp_s
+        self.smoothing = smoothing
+        self.max_iter = max_iter
+        self.tol = tol
+
+    def _config(self) -> TSVMConfig:
+        return TSVMConfig(
+            C=self.C, C_unlabeled=self.C_unlabeled, ramp_s=self.ramp_s,
+            smoothing=self.smoothing, max_iter=self.max_iter, tol=self.tol,
+        )
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        labelled, self.classes_, y_idx = split_semi_supervised(y)
+        model = fit_ovr_tsvm(X[labelled], y_idx, X[~labelled], len(self.classes_), self._config())
+        self.model_ = model
+        self.coef_, self.intercept_, self.temperature_ = model.coef, model.intercept, model.temperature
+        self.objective_ = np.array([s.objective for s in model.separators])
+        self.n_iter_ = np.array([s.n_iter for s in model.separators])
+        self.transduction_ = self.classes_[np.argmax(model.decision_function(X), axis=1)]
+        self.transduction_[labelled] = y[labelled]
+        return self
+
+    def decision_function(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return self.model_.decision_function(X)
+
+    def predict_proba(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return self.model_.predict_proba(X)
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+
+def split_semi_supervised(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (labelled mask, classes, class indices of the labelled points) for y with -1 = unlabelled.
+
+    Raises a ValueError naming the problem when fewer than two classes are labelled.
+    """
+    y = np.asarray(y)
+    check_classification_targets(y)
+    labelled = y != -1
+    classes = np.unique(y[labelled])
+    if len(classes) < 2:
+        raise ValueError(
+            f"y must contain labelled points (y != -1) of at least 2 classes; got classes {classes.tolist()}"
+        )
+    return labelled, classes, np.searchsorted(classes, y[labelled])

@@ -1,0 +1,128 @@
+"""⑥ Training g∘f: the supervised start and each iteration's retraining (patent [0104], [0106]).
+
+numpy arrays come in, torch stays inside: callers never handle tensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from deepseg.core.embed import SegmentationNet, kl_loss, mse_loss
+
+Batches = Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]]  # epoch -> (x, target) batches
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; the defaults follow the patent where it gives a value."""
+
+    learning_rate: float = 1e-3
+    batch_size: int = 32  # labelled batches
+    supervised_epochs: int = 200
+    retrain_lr_factor: float = 0.1  # [0106]: a tenth of the initial rate while iterating
+    unlabeled_epochs: int = 10
+    labeled_epochs: int = 10
+    unlabeled_batch_size: int = 256
+    unlabeled_weight: float = 1.0  # multiplies the MSE to the TSVM probabilities
+    # Small dense nets train fastest on one thread; more threads oversubscribe the cores that
+    # Spark executors or other processes use (measured: 15x slower under contention).
+    num_threads: int | None = 1
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the block with torch limited to `n` intra-op threads (None: leave as is)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def make_optimizer(net: SegmentationNet, learning_rate: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(net.parameters(), lr=learning_rate)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
+
+
+def shuffled_batches(X: np.ndarray, T: np.ndarray, batch_size: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Mini-batches of (X, T) in a seeded random order."""
+    order = np.random.default_rng(seed).permutation(len(X))
+    for start in range(0, len(X), batch_size):
+        idx = order[start:start + batch_size]
+        yield X[idx], T[idx]
+
+
+def train_epochs(
+    net: SegmentationNet,
+    optimizer: torch.optim.Optimizer,
+    batches: Batches,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    epochs: int,
+    weight: float = 1.0,
+) -> list[float]:
+    """Run `epochs` passes of weight·loss + Tikhonov penalty; returns the mean loss per epoch."""
+    net.train()
+    means = []
+    for epoch in range(epochs):
+        total, count = 0.0, 0
+        for xb, tb in batches(epoch):
+            if len(xb) < 2:  # batch-norm needs two rows in training mode
+                continue
+            x = torch.as_tensor(xb, dtype=torch.float32)
+            t = torch.as_tensor(tb, dtype=torch.float32)
+            value = weight * loss(net(x), t)
+            optimizer.zero_grad(set_to_none=True)
+            (value + net.penalty()).backward()
+            optimizer.step()
+            total += float(value.detach()) * len(xb)
+            count += len(xb)
+        means.append(total / max(count, 1))
+    return means
+
+
+def train_labelled(net, optimizer, X: np.ndarray, H: np.ndarray, epochs: int, batch_size: int, seed: int) -> list[float]:
+    """Minimise KL(h(y) ‖ g(f(x))) on the labelled users."""
+    return train_epochs(
+        net, optimizer, lambda e: shuffled_batches(X, H, batch_size, seed + e), kl_loss, epochs
+    )
+
+
+def train_unlabelled(net, optimizer, batches: Batches, epochs: int, weight: float) -> list[float]:
+    """Minimise weight·MSE(g(f(x)), p̂) on pseudo-labelled users streamed by `batches`."""
+    return train_epochs(net, optimizer, batches, mse_loss, epochs, weight)
+
+
+@torch.no_grad()
+def predict_proba(net: SegmentationNet, X: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+    """softmax(g(f(X))) in evaluation mode (dropout off, batch-norm running statistics)."""
+    return _forward(net, X, batch_size, lambda x: torch.softmax(net(x), dim=1))
+
+
+@torch.no_grad()
+def embed(net: SegmentationNet, X: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+    """f(X) in evaluation mode."""
+    return _forward(net, X, batch_size, net.f)
+
+
+def _forward(net, X, batch_size, fn) -> np.ndarray:
+    was_training = net.training
+    net.eval()
+    try:
+        parts = [
+            fn(torch.as_tensor(np.asarray(X[i:i + batch_size]), dtype=torch.float32)).numpy()
+            for i in range(0, max(len(X), 1), batch_size)
+        ]
+    finally:
+        net.train(was_training)
+    return np.concatenate(parts)
