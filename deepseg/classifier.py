@@ -209,7 +209,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Fit on X with labels y, where y == -1 marks unlabelled points."""
-        X, y = validate_data(self, X, y, dtype=np.float32)
+        X, y = validate_data(self, X, y, dtype=np.float32, ensure_min_samples=2)
         labelled, self.classes_, y_idx = split_semi_supervised(y)
         config = self.to_config()
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
@@ -221,6 +221,11 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         self.transduction_ = self.classes_[np.argmax(self.model_.ensemble(X), axis=1)]
         self.transduction_[labelled] = y[labelled]
         return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]  # f computes in float32
+        return tags
 
     def predict_proba(self, X):
         """EMA over iterations of softmax(g(f(X)))."""
@@ -235,6 +240,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
             yield self.model_.ensemble(X, n)
 
     def predict(self, X):
+        check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def transform(self, X):

@@ -112,8 +112,8 @@ class TransductiveSVC(ClassifierMixin, BaseEstimator):
         Labels given to the training points (labelled points keep their label).
     objective_ : ndarray of shape (n_classes,)
         Objective (4) of each binary TSVM at its solution.
-    n_iter_ : ndarray of shape (n_classes,)
-        CCCP rounds run per class.
+    n_iter_ : int
+        Convex problems solved (the supervised start plus the CCCP rounds), maximum over classes.
 
     Examples
     --------
@@ -150,18 +150,23 @@ class TransductiveSVC(ClassifierMixin, BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
-        X, y = validate_data(self, X, y, dtype=np.float64)
+        X, y = validate_data(self, X, y, dtype=np.float64, ensure_min_samples=2)
         labelled, self.classes_, y_idx = split_semi_supervised(y)
         model = fit_ovr_tsvm(X[labelled], y_idx, X[~labelled], len(self.classes_), self._config())
         self.model_ = model
         self.coef_, self.intercept_, self.temperature_ = model.coef, model.intercept, model.temperature
         self.objective_ = np.array([s.objective for s in model.separators])
-        self.n_iter_ = np.array([s.n_iter for s in model.separators])
+        self.n_iter_ = max(s.n_iter for s in model.separators)
         self.transduction_ = self.classes_[np.argmax(model.decision_function(X), axis=1)]
         self.transduction_[labelled] = y[labelled]
         return self
 
     def decision_function(self, X):
+        """One-vs-rest decision values (n_samples, n_classes); for two classes, s_1 - s_0."""
+        scores = self._scores(X)
+        return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
+
+    def _scores(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         return self.model_.decision_function(X)
@@ -172,7 +177,8 @@ class TransductiveSVC(ClassifierMixin, BaseEstimator):
         return self.model_.predict_proba(X)
 
     def predict(self, X):
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        check_is_fitted(self)
+        return self.classes_[np.argmax(self._scores(X), axis=1)]
 
 
 def split_semi_supervised(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -186,6 +192,7 @@ def split_semi_supervised(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     classes = np.unique(y[labelled])
     if len(classes) < 2:
         raise ValueError(
-            f"y must contain labelled points (y != -1) of at least 2 classes; got classes {classes.tolist()}"
+            f"y has labelled points (y != -1) of only one class {classes.tolist()}; "
+            "need at least 2 classes"
         )
     return labelled, classes, np.searchsorted(classes, y[labelled])

@@ -58,8 +58,9 @@ class BinaryTSVM:
     coef: np.ndarray
     intercept: float
     objective: float  # exact objective (4), normalised, at the solution
-    history: tuple[float, ...] = field(default=())  # smoothed ramp objective after each CCCP round
-    n_iter: int = 0
+    # smoothed ramp objective after each convex problem: the supervised start, then each CCCP round
+    history: tuple[float, ...] = field(default=())
+    n_iter: int = 1  # convex problems solved, the supervised start included
     converged: bool = True
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
@@ -180,10 +181,10 @@ def fit_binary_tsvm(
 
     fl, fu = prob.margins(w)
     history = [prob.ramp_value(w, fl, fu)]
-    converged, n_iter = True, 0
+    converged = True
     if len(X_u):
         converged = False
-        for n_iter in range(1, config.max_iter + 1):
+        for _ in range(config.max_iter):
             v = prob.concave_slope(fu)
             w = prob.minimise_convex(w, v, config.newton_max_iter)
             fl, fu = prob.margins(w)
@@ -204,6 +205,6 @@ def fit_binary_tsvm(
         intercept=intercept,
         objective=objective4(w, intercept, X_l, y_l, X_u, config.C, config.C_unlabeled),
         history=tuple(float(h) for h in history),
-        n_iter=n_iter,
+        n_iter=len(history),
         converged=converged,
     )

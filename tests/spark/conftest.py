@@ -9,8 +9,8 @@ def spark():
     """One small ``local[2]`` SparkSession with Delta for the whole test session."""
     pytest.importorskip("pyspark")
     pytest.importorskip("delta")
-    from deepseg.spark.session import get_spark
+    from deepseg.spark.session import FAST_START_CONF, get_spark
 
-    session = get_spark(app_name="deepseg-tests", master="local[2]")
+    session = get_spark(app_name="deepseg-tests", master="local[2]", conf=FAST_START_CONF)
     yield session
     session.stop()

@@ -1,0 +1,27 @@
+"""Shared fixtures: fixed seeds and small semi-supervised problems."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_moons
+
+
+@pytest.fixture(autouse=True)
+def seeds_fixed():
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def moons():
+    """Two moons, 400 points, 4 labelled per class; y == -1 marks unlabelled."""
+    X, y_true = make_moons(400, noise=0.08, random_state=0)
+    X = X.astype(np.float32)
+    y = np.full_like(y_true, -1)
+    for k in (0, 1):
+        y[np.flatnonzero(y_true == k)[:4]] = k
+    return X, y, y_true
+
+
+#: Small, fast settings for tests that only need the mechanics.
+FAST = dict(supervised_epochs=30, n_iter=2, unlabeled_epochs=2, labeled_epochs=2)

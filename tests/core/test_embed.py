@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+import torch
+
+from deepseg.core.embed import NetConfig, SegmentationNet, kl_loss, smooth_labels
+
+
+def test_shapes_follow_the_patent():
+    net = SegmentationNet(n_features=20, n_classes=5)
+    assert net.f.dense1.weight.shape == (128, 20)
+    assert net.f.dense2.weight.shape == (32, 128)
+    assert net.g.dense.weight.shape == (5, 32)
+    assert net.f.dropout.p == 0.5
+    net.eval()
+    z = net.f(torch.randn(7, 20))
+    assert z.shape == (7, 32)
+    assert torch.all(z.abs() <= 1)  # tanh
+    assert net(torch.randn(7, 20)).shape == (7, 5)
+
+
+def test_glorot_normal_init_and_zero_bias():
+    torch.manual_seed(0)
+    net = SegmentationNet(n_features=400, n_classes=5, config=NetConfig(hidden_size=600))
+    w = net.f.dense1.weight.detach().numpy()
+    assert abs(w.std() - np.sqrt(2.0 / (400 + 600))) < 0.002
+    assert abs(w.mean()) < 0.002
+    assert torch.count_nonzero(net.f.dense1.bias) == 0
+
+
+def test_tikhonov_penalty_decreases_through_the_network():
+    net = SegmentationNet(n_features=10, n_classes=3)
+    l1, l2, l3 = net.config.l2
+    assert l1 > l2 > l3 > 0
+    expected = (
+        l1 * net.f.dense1.weight.pow(2).sum()
+        + l2 * net.f.dense2.weight.pow(2).sum()
+        + l3 * net.g.dense.weight.pow(2).sum()
+    )
+    assert torch.isclose(net.penalty(), expected)
+
+
+def test_label_smoothing_is_equation_3_normalised():
+    h = smooth_labels(np.array([0, 2]), n_classes=4, eps=1e-3)
+    np.testing.assert_allclose(h.sum(axis=1), 1.0, rtol=1e-6)
+    assert h[0].argmax() == 0 and h[1].argmax() == 2
+    # before normalisation: 1 - c·ε on the class, ε elsewhere
+    np.testing.assert_allclose(h[0, 0] / h[0, 1], (1 - 4e-3) / 1e-3, rtol=1e-4)
+
+
+def test_kl_loss_is_zero_at_the_target_and_positive_elsewhere():
+    target = torch.tensor([[0.7, 0.2, 0.1]])
+    assert kl_loss(torch.log(target), target).item() == pytest.approx(0.0, abs=1e-6)
+    assert kl_loss(torch.zeros(1, 3), target).item() > 0.05
