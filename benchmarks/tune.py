@@ -23,10 +23,12 @@ from benchmarks.datasets import DATASETS, labelled_mask
 from deepseg import PATENT_PARAMS, DeepSegmentationClassifier
 
 GRID = {
-    "unlabeled_weight": [1.0, 10.0, 30.0, 100.0],
+    "unlabeled_weight": [1.0, 10.0, 100.0],
     "C": [0.1, 1.0, 10.0],
-    "C_unlabeled": [0.1, 1.0, 10.0],
+    "C_unlabeled": [0.1, 1.0, 3.0, 10.0],
     "ema_decay": [0.0, 0.5, 0.8],
+    "supervised_epochs": [50, 100, 200],
+    "tsvm_calibration_folds": [0, 3],
 }
 
 
@@ -47,13 +49,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--datasets", nargs="+", default=["digits10", "wine", "cancer"])
+    parser.add_argument("--base", type=json.loads, default={}, help="JSON settings to search around")
+    parser.add_argument("--grid", nargs="+", default=list(GRID), choices=list(GRID))
+    parser.add_argument("--product", action="store_true", help="all combinations of --grid, not one at a time")
     parser.add_argument("--out", default="benchmarks/results/tune.json")
     args = parser.parse_args(argv)
 
-    base = dict(PATENT_PARAMS)
-    candidates = [base] + [
-        {**base, name: value} for name, values in GRID.items() for value in values if value != base.get(name)
-    ]
+    base = {**PATENT_PARAMS, **args.base}
+    if args.product:
+        candidates = [{**base, **dict(zip(args.grid, values))}
+                      for values in itertools.product(*(GRID[name] for name in args.grid))]
+    else:
+        candidates = [base] + [
+            {**base, name: value} for name in args.grid for value in GRID[name] if value != base.get(name)
+        ]
     results = []
     for params in candidates:
         t = time.perf_counter()

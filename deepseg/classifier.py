@@ -80,6 +80,9 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         CCCP rounds per TSVM.
     tsvm_sample_size : int or None, default=None
         Fit the TSVMs on a seeded sample of at most this many unlabelled points (None: all).
+    tsvm_calibration_folds : int, default=3
+        Folds of labelled points for the out-of-fold fit of the TSVM probability temperature;
+        0 or 1 fits it in-sample, which gives sharper pseudo-labels.
     ema_decay : float, default=0.8
         ρ of the exponential moving average over iterations.
     random_state : int, RandomState or None, default=None
@@ -136,6 +139,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         "ramp_s": [Interval(Real, None, 1, closed="neither")],
         "tsvm_max_iter": _positive(Integral),
         "tsvm_sample_size": [Interval(Integral, 1, None, closed="left"), None],
+        "tsvm_calibration_folds": _non_negative(Integral),
         "ema_decay": [Interval(Real, 0, 1, closed="left")],
         "random_state": ["random_state"],
     }
@@ -162,6 +166,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         ramp_s=_S.ramp_s,
         tsvm_max_iter=_S.max_iter,
         tsvm_sample_size=_D.tsvm_sample_size,
+        tsvm_calibration_folds=_D.tsvm_calibration_folds,
         ema_decay=_D.ema_decay,
         random_state=None,
     ):
@@ -184,6 +189,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         self.ramp_s = ramp_s
         self.tsvm_max_iter = tsvm_max_iter
         self.tsvm_sample_size = tsvm_sample_size
+        self.tsvm_calibration_folds = tsvm_calibration_folds
         self.ema_decay = ema_decay
         self.random_state = random_state
 
@@ -204,6 +210,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
             label_smoothing=self.label_smoothing,
             ema_decay=self.ema_decay,
             tsvm_sample_size=self.tsvm_sample_size,
+            tsvm_calibration_folds=self.tsvm_calibration_folds,
         )
 
     @_fit_context(prefer_skip_nested_validation=True)

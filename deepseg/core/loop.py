@@ -65,6 +65,8 @@ class DeepSegConfig:
     label_smoothing: float = 1e-3
     ema_decay: float = 0.8
     tsvm_sample_size: int | None = None  # None: fit the TSVMs on every unlabelled user
+    # folds for the TSVM probability temperature; < 2 fits it in-sample (sharper pseudo-labels)
+    tsvm_calibration_folds: int = 3
 
 
 @dataclass
@@ -115,7 +117,8 @@ def _fit(X_l, y_l, backend, n_classes, config, seed) -> DeepSegResult:
 
         # Pseudo-labels are recomputed from scratch: the TSVMs see only this iteration's embedding.
         t = time.perf_counter()
-        tsvm = fit_ovr_tsvm(Z_l, y_l, Z_u, n_classes, config.tsvm, mapper=backend.map)
+        tsvm = fit_ovr_tsvm(Z_l, y_l, Z_u, n_classes, config.tsvm, mapper=backend.map,
+                            n_folds=config.tsvm_calibration_folds, seed=seed + it)
         times["tsvm_s"] = time.perf_counter() - t
         tsvm_labels = np.argmax(tsvm.decision_function(Z_u), axis=1)
 

@@ -1,8 +1,8 @@
 """One-vs-rest linear TSVMs: c binary separators → one probability vector per point.
 
 Probabilities: the c decision values s(x) are turned into p(x) = softmax(τ·s(x)) with one
-temperature τ fitted by minimising the log-loss on the labelled points (temperature scaling,
-Guo et al. 2017). One scalar cannot reorder classes, so argmax p = argmax s; it only sets how
+temperature τ fitted by minimising the log-loss of out-of-fold decision values of the labelled
+points (temperature scaling, Guo et al. 2017, with cross-fitting). One scalar cannot reorder classes, so argmax p = argmax s; it only sets how
 sharp the vectors are. Calibration is measured (ECE) in the benchmark.
 """
 
@@ -48,8 +48,14 @@ class OvRTSVM:
         return softmax(self.temperature * self.decision_function(Z), axis=1)
 
 
-def _fit_class(k: int, Z_l, y_l, Z_u, config: TSVMConfig) -> BinaryTSVM:
-    return fit_binary_tsvm(Z_l, np.where(y_l == k, 1.0, -1.0), Z_u, config)
+def _fit_task(task, Z_l, y_l, Z_u, Z_cal, folds, config: TSVMConfig) -> BinaryTSVM:
+    """One binary TSVM: class k on all labelled points (fold None), or without fold `fold`."""
+    fold, k = task
+    y_pm = np.where(y_l == k, 1.0, -1.0)
+    if fold is None:
+        return fit_binary_tsvm(Z_l, y_pm, Z_u, config)
+    keep = folds != fold
+    return fit_binary_tsvm(Z_l[keep], y_pm[keep], Z_cal, config)
 
 
 def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
@@ -63,6 +69,18 @@ def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp(res.x))
 
 
+def calibration_folds(y_l: np.ndarray, n_folds: int, seed: int) -> np.ndarray | None:
+    """Stratified fold index per labelled point, or None when a class has too few points."""
+    if n_folds < 2 or np.bincount(y_l).min() < n_folds:
+        return None
+    folds = np.empty(len(y_l), dtype=int)
+    rng = np.random.default_rng(seed)
+    for k in np.unique(y_l):
+        idx = rng.permutation(np.flatnonzero(y_l == k))
+        folds[idx] = np.arange(len(idx)) % n_folds
+    return folds
+
+
 def fit_ovr_tsvm(
     Z_l: np.ndarray,
     y_l: np.ndarray,
@@ -70,13 +88,36 @@ def fit_ovr_tsvm(
     n_classes: int,
     config: TSVMConfig = TSVMConfig(),
     mapper: Mapper | None = None,
+    n_folds: int = 3,
+    calibration_size: int = 20000,
+    seed: int = 0,
 ) -> OvRTSVM:
-    """Fit one TSVM per class; `mapper(fn, items)` runs them (a Spark backend runs them as tasks)."""
+    """Fit one TSVM per class; `mapper(fn, items)` runs them (a Spark backend runs them as tasks).
+
+    The softmax temperature is fitted on out-of-fold decision values: labelled points are
+    separable by the TSVMs trained on them, so in-sample scores would make it run to its bound.
+    The fold fits use a seeded sample of at most `calibration_size` unlabelled points.
+    """
     mapper = mapper or (lambda fn, items: [fn(i) for i in items])
-    fit = partial(_fit_class, Z_l=Z_l, y_l=y_l, Z_u=Z_u, config=config)
-    separators = tuple(mapper(fit, list(range(n_classes))))
-    scores = Z_l @ np.stack([s.coef for s in separators]).T + np.array([s.intercept for s in separators])
-    return OvRTSVM(separators, fit_temperature(scores, y_l))
+    folds = calibration_folds(y_l, n_folds, seed)
+    Z_cal = Z_u
+    if len(Z_u) > calibration_size:
+        Z_cal = Z_u[np.random.default_rng(seed).choice(len(Z_u), calibration_size, replace=False)]
+    tasks = [(None, k) for k in range(n_classes)]
+    if folds is not None:
+        tasks += [(f, k) for f in range(n_folds) for k in range(n_classes)]
+    fit = partial(_fit_task, Z_l=Z_l, y_l=y_l, Z_u=Z_u, Z_cal=Z_cal, folds=folds, config=config)
+    fitted = dict(zip(tasks, mapper(fit, tasks)))
+    model = OvRTSVM(tuple(fitted[(None, k)] for k in range(n_classes)), 1.0)
+    if folds is None:
+        scores = model.decision_function(Z_l)
+    else:
+        scores = np.empty((len(Z_l), n_classes))
+        for f in range(n_folds):
+            held = folds == f
+            fold_model = OvRTSVM(tuple(fitted[(f, k)] for k in range(n_classes)), 1.0)
+            scores[held] = fold_model.decision_function(Z_l[held])
+    return OvRTSVM(model.separators, fit_temperature(scores, y_l))
 
 
 class TransductiveSVC(ClassifierMixin, BaseEstimator):
@@ -107,7 +148,7 @@ class TransductiveSVC(ClassifierMixin, BaseEstimator):
     coef_ : ndarray of shape (n_classes, n_features)
     intercept_ : ndarray of shape (n_classes,)
     temperature_ : float
-        Softmax temperature for `predict_proba`, fitted on the labelled points.
+        Softmax temperature for `predict_proba`, fitted on out-of-fold labelled decision values.
     transduction_ : ndarray of shape (n_samples,)
         Labels given to the training points (labelled points keep their label).
     objective_ : ndarray of shape (n_classes,)
