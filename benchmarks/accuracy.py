@@ -283,7 +283,15 @@ def main(argv=None):
     parser.add_argument("--report", default=os.path.join(ROOT, "BENCHMARKS.md"))
     parser.add_argument("--plot", default=os.path.join(ROOT, "benchmarks", "accuracy_per_iteration.png"))
     parser.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "results", "accuracy.json"))
+    parser.add_argument("--from-json", metavar="PATH", help="rewrite the report and plot from saved results")
     args = parser.parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as fh:
+            saved = json.load(fh)
+        summary = summarise(saved["results"])
+        plot(summary, args.plot)
+        report(summary, saved["meta"], args.report, args.plot)
+        return
     seeds = args.seeds if args.seeds is not None else list(range(2 if args.quick else 10))
 
     start, results = time.perf_counter(), []

@@ -63,7 +63,7 @@ class _PseudoLabelNet(ClassifierMixin, BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
-        X, y = validate_data(self, X, y, dtype=np.float32)
+        X, y = validate_data(self, X, y, dtype=np.float32, ensure_min_samples=2)
         labelled, self.classes_, y_idx = split_semi_supervised(y)
         c, tc = len(self.classes_), TrainConfig()
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
@@ -81,7 +81,7 @@ class _PseudoLabelNet(ClassifierMixin, BaseEstimator):
                 train_epochs(net, optimizer, batches, weighted_cross_entropy, self.epochs if len(X_t) else 0)
                 train_labelled(net, optimizer, X_l, H, self.epochs, tc.batch_size, seed + 1000 * r)
                 self.history_.append({"round": r, **info})
-        self.net_ = frozen_copy(net)
+        self.net_, self.n_iter_ = frozen_copy(net), len(self.history_)
         self.transduction_ = self.classes_[np.argmax(predict_proba(self.net_, X), axis=1)]
         self.transduction_[labelled] = y[labelled]
         return self
@@ -91,6 +91,7 @@ class _PseudoLabelNet(ClassifierMixin, BaseEstimator):
         return predict_proba(self.net_, validate_data(self, X, reset=False, dtype=np.float32))
 
     def predict(self, X):
+        check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
@@ -103,7 +104,8 @@ class SelfTrainingNet(_PseudoLabelNet):
     class), and retrains on those points, then on the labelled ones. Unconfident points are unused.
 
     Parameters: threshold=0.95, n_rounds=5, epochs=10 (per round and step), supervised_epochs=200,
-    random_state=None. Attributes: classes_, transduction_, net_, history_ (confident count per round).
+    random_state=None. Attributes: classes_, transduction_, net_, n_iter_ (rounds), history_
+    (confident count per round).
     """
 
     _parameter_constraints = {**_PseudoLabelNet._parameter_constraints,
@@ -162,7 +164,8 @@ class DeepLabelPropagation(_PseudoLabelNet):
     class by ζ_j = (n/c) / #points labelled j. Then deepseg's labelled KL step follows.
 
     Parameters: n_neighbors=50, gamma=3.0, alpha=0.99, max_iter=20 (CG), n_rounds=5, epochs=10,
-    supervised_epochs=200, random_state=None. Attributes: classes_, transduction_, net_, history_.
+    supervised_epochs=200, random_state=None. Attributes: classes_, transduction_, net_, n_iter_
+    (rounds), history_ (mean weight of the unlabelled points and class counts per round).
     """
 
     _parameter_constraints = {
@@ -196,4 +199,5 @@ class DeepLabelPropagation(_PseudoLabelNet):
         counts = np.bincount(labels, minlength=c)
         zeta = len(X) / c / np.maximum(counts, 1)
         T = np.eye(c, dtype=np.float32)[labels] * (w * zeta[labels])[:, None].astype(np.float32)
-        return X, T, {"mean_weight": float(w[~labelled].mean()), "class_counts": counts.tolist()}
+        mean_weight = float(w[~labelled].mean()) if (~labelled).any() else float("nan")
+        return X, T, {"mean_weight": mean_weight, "class_counts": counts.tolist()}
