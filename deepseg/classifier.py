@@ -70,7 +70,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
     unlabeled_epochs, labeled_epochs : int, default=10, 10
         Epochs of the MSE step on unlabelled points and of the KL step on labelled points.
     unlabeled_batch_size : int, default=256
-    unlabeled_weight : float, default=1.0
+    unlabeled_weight : float, default=100.0
         Weight of the MSE loss on unlabelled points.
     C, C_unlabeled : float, default=1.0, 1.0
         TSVM weights of the mean labelled and unlabelled hinge losses (C and C* of (4)).
