@@ -1,0 +1,223 @@
+"""Save and load fitted Deep Segmentation models without pickle.
+
+A model is a directory::
+
+    deepseg-model.json   format version, deepseg version, sizes, configuration, class labels,
+                         per-iteration history, the last TSVMs, user metadata
+    networks.npz         every network's state dict as plain numeric arrays
+
+``networks.npz`` is read with ``numpy.load(allow_pickle=False)``: loading never unpickles
+anything. The JSON is written last, so an interrupted save leaves no loadable model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepseg.core.embed import NetConfig, SegmentationNet
+from deepseg.core.loop import DeepSegConfig, DeepSegResult
+from deepseg.core.ovr import OvRTSVM
+from deepseg.core.pseudo import EMAEnsemble, frozen_copy
+from deepseg.core.train import TrainConfig
+from deepseg.core.tsvm import BinaryTSVM, TSVMConfig
+
+FORMAT = "deepseg-model"
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+MODEL_FILE = "deepseg-model.json"
+WEIGHTS_FILE = "networks.npz"
+
+
+@dataclass
+class SavedModel(DeepSegResult):
+    """A loaded DeepSegResult plus what the directory records about it."""
+
+    n_features: int = 0
+    n_classes: int = 0
+    class_labels: list = field(default_factory=list)
+    config: DeepSegConfig | None = None
+    format_version: int = FORMAT_VERSION
+    deepseg_version: str = ""
+
+
+def local_path(path: str | os.PathLike) -> Path:
+    """A local filesystem path from a plain path or a ``file:`` URI; other schemes are refused."""
+    text = os.fspath(path)
+    if text.startswith("file:"):
+        text = text[len("file:"):]
+        if text.startswith("//"):
+            text = text[2:]
+    elif "://" in text:
+        raise ValueError(f"only local paths are supported for deepseg model files; got {text!r}")
+    return Path(text).expanduser().absolute()
+
+
+def _deepseg_version() -> str:
+    import deepseg
+
+    return getattr(deepseg, "__version__", "unknown")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    raise TypeError(f"cannot store {type(value).__name__} in the model's JSON: {value!r}")
+
+
+def config_to_dict(config: DeepSegConfig) -> dict:
+    return _jsonable(config)
+
+
+def config_from_dict(data: dict) -> DeepSegConfig:
+    """Inverse of `config_to_dict`; unknown keys are ignored."""
+
+    def build(cls, values):
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in (values or {}).items() if k in names})
+
+    net = dict(data.get("net") or {})
+    if "l2" in net:
+        net["l2"] = tuple(float(v) for v in net["l2"])
+    top = {k: v for k, v in data.items() if k not in ("net", "train", "tsvm")}
+    return dataclasses.replace(
+        build(DeepSegConfig, top),
+        net=build(NetConfig, net), train=build(TrainConfig, data.get("train")),
+        tsvm=build(TSVMConfig, data.get("tsvm")))
+
+
+def _tsvm_to_dict(tsvm: OvRTSVM | None) -> dict | None:
+    if tsvm is None:
+        return None
+    return {
+        "temperature": float(tsvm.temperature),
+        "separators": [{
+            "coef": np.asarray(s.coef, dtype=np.float64).tolist(),
+            "intercept": float(s.intercept),
+            "objective": float(s.objective),
+            "history": [float(h) for h in s.history],
+            "n_iter": int(s.n_iter),
+            "converged": bool(s.converged),
+        } for s in tsvm.separators],
+    }
+
+
+def _tsvm_from_dict(data: dict | None) -> OvRTSVM | None:
+    if data is None:
+        return None
+    separators = tuple(
+        BinaryTSVM(coef=np.asarray(s["coef"], dtype=np.float64), intercept=float(s["intercept"]),
+                   objective=float(s["objective"]), history=tuple(float(h) for h in s["history"]),
+                   n_iter=int(s["n_iter"]), converged=bool(s["converged"]))
+        for s in data["separators"])
+    return OvRTSVM(separators, float(data["temperature"]))
+
+
+def save_model(model: DeepSegResult, path: str | os.PathLike, metadata: dict | None = None, *,
+               config: DeepSegConfig | None = None, class_labels: list | None = None,
+               overwrite: bool = False) -> Path:
+    """Write `model` to the directory `path` (created; an existing model there needs `overwrite`).
+
+    `metadata` (JSON-serialisable) is stored as is; `config` records the training settings and
+    `class_labels` what segment i means (default 0..k-1).
+    """
+    directory = local_path(path)
+    if (directory / MODEL_FILE).exists() and not overwrite:
+        raise FileExistsError(f"{directory} already holds a deepseg model; pass overwrite=True")
+    supervised = model.supervised
+    n_features = supervised.f.dense1.in_features
+    n_classes = supervised.g.dense.out_features
+    class_labels = list(range(n_classes)) if class_labels is None else list(class_labels)
+    if len(class_labels) != n_classes:
+        raise ValueError(f"class_labels has {len(class_labels)} entries for {n_classes} classes")
+
+    networks = {"supervised": supervised}
+    names = []
+    for i, net in enumerate(model.ensemble.nets):
+        names.append(f"iteration_{i + 1}")
+        networks[names[-1]] = net
+    arrays = {f"{name}/{key}": tensor.detach().cpu().numpy()
+              for name, net in networks.items() for key, tensor in net.state_dict().items()}
+
+    document = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "deepseg_version": _deepseg_version(),
+        "n_features": n_features,
+        "n_classes": n_classes,
+        "class_labels": _jsonable(class_labels),
+        "net_config": _jsonable(supervised.config),
+        "config": None if config is None else config_to_dict(config),
+        "ensemble": {"decay": float(model.ensemble.decay), "networks": names},
+        "tsvm": _tsvm_to_dict(model.tsvm),
+        "history": _jsonable(model.history),
+        "metadata": _jsonable(metadata or {}),
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MODEL_FILE).unlink(missing_ok=True)
+    with open(directory / WEIGHTS_FILE, "wb") as f:
+        np.savez(f, **arrays)
+    text = json.dumps(document, indent=1, allow_nan=True)
+    (directory / (MODEL_FILE + ".tmp")).write_text(text)
+    os.replace(directory / (MODEL_FILE + ".tmp"), directory / MODEL_FILE)
+    return directory
+
+
+def load_model(path: str | os.PathLike) -> tuple[SavedModel, dict]:
+    """Read a directory written by `save_model`: (the model, its user metadata)."""
+    directory = local_path(path)
+    model_file = directory / MODEL_FILE
+    if not model_file.is_file():
+        raise FileNotFoundError(f"no deepseg model at {directory} (missing {MODEL_FILE})")
+    document = json.loads(model_file.read_text())
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ValueError(f"{model_file} is not a deepseg model file")
+    version = document.get("format_version")
+    if version not in SUPPORTED_VERSIONS:
+        raise ValueError(
+            f"deepseg model at {directory} has format version {version!r} (written by deepseg "
+            f"{document.get('deepseg_version', '?')}); this deepseg {_deepseg_version()} reads "
+            f"format versions {list(SUPPORTED_VERSIONS)}")
+
+    n_features, n_classes = int(document["n_features"]), int(document["n_classes"])
+    net_config = config_from_dict({"net": document["net_config"]}).net
+    with np.load(directory / WEIGHTS_FILE, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+
+    def network(name: str) -> SegmentationNet:
+        prefix = name + "/"
+        state = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
+                 if k.startswith(prefix)}
+        with torch.random.fork_rng(devices=[]):  # initialisation must not move the global RNG
+            net = SegmentationNet(n_features, n_classes, net_config)
+        net.load_state_dict(state, strict=True)
+        return frozen_copy(net)
+
+    supervised = network("supervised")
+    ensemble = EMAEnsemble([network(n) for n in document["ensemble"]["networks"]],
+                           float(document["ensemble"]["decay"]))
+    config = document.get("config")
+    model = SavedModel(
+        ensemble=ensemble, supervised=supervised, tsvm=_tsvm_from_dict(document.get("tsvm")),
+        history=document.get("history") or [], n_features=n_features, n_classes=n_classes,
+        class_labels=list(document.get("class_labels") or range(n_classes)),
+        config=None if config is None else config_from_dict(config),
+        format_version=version, deepseg_version=document.get("deepseg_version", ""))
+    return model, document.get("metadata") or {}

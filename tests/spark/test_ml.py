@@ -1,0 +1,137 @@
+"""DeepSegmentation in pyspark.ml Pipelines: fit, transform, save, load."""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_moons
+
+pytestmark = pytest.mark.spark
+
+#: tests/conftest.py's FAST settings
+FAST = dict(supervisedEpochs=30, numIter=2, unlabeledEpochs=2, labeledEpochs=2)
+
+
+@pytest.fixture(scope="module")
+def users(spark):
+    """Two moons as columns x0, x1; 4 labelled users per class, the rest with a null label."""
+    X, y_true = make_moons(300, noise=0.08, random_state=0)
+    labelled = np.zeros(len(X), bool)
+    for k in (0, 1):
+        labelled[np.flatnonzero(y_true == k)[:4]] = True
+    rows = [(i, float(x[0]), float(x[1]), float(y) if lab else None)
+            for i, (x, y, lab) in enumerate(zip(X, y_true, labelled))]
+    return spark.createDataFrame(rows, "id long, x0 double, x1 double, label double")
+
+
+@pytest.fixture(scope="module")
+def pipeline_model(users):
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import VectorAssembler
+
+    from deepseg.spark.ml import DeepSegmentation
+
+    stages = [VectorAssembler(inputCols=["x0", "x1"], outputCol="features"),
+              DeepSegmentation(embeddingCol="embedding", seed=0, **FAST)]
+    return Pipeline(stages=stages).fit(users)
+
+
+def _rows(df):
+    return [r.asDict() for r in df.orderBy("id").select("id", "probability", "prediction", "embedding").collect()]
+
+
+def test_pipeline_appends_typed_columns(users, pipeline_model):
+    from pyspark.sql import types as T
+
+    out = pipeline_model.transform(users)
+    types = {f.name: f.dataType for f in out.schema.fields}
+    assert out.columns == users.columns + ["features", "probability", "prediction", "embedding"]
+    assert types["probability"] == T.ArrayType(T.FloatType(), False)
+    assert types["prediction"] == T.IntegerType()
+    assert types["embedding"] == T.ArrayType(T.FloatType(), False)
+    rows = _rows(out)
+    P = np.array([r["probability"] for r in rows])
+    assert P.shape == (300, 2)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-5)
+    assert [r["prediction"] for r in rows] == P.argmax(1).tolist()
+    assert len(rows[0]["embedding"]) == 32
+    model = pipeline_model.stages[-1]
+    assert model.numClasses == 2 and model.numFeatures == 2 and len(model.history) == 2
+
+
+def test_save_load_gives_identical_transform_and_no_pickle(users, pipeline_model, tmp_path):
+    from pyspark.ml import PipelineModel
+
+    path = str(tmp_path / "segmentation")
+    pipeline_model.write().overwrite().save(path)
+    loaded = PipelineModel.load(path)
+    assert _rows(loaded.transform(users)) == _rows(pipeline_model.transform(users))
+    assert loaded.stages[-1].getOrDefault("numIter") == 2
+
+    files = [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs]
+    assert any(f.endswith("deepseg-model.json") for f in files)
+    for f in files:
+        assert not f.endswith((".pkl", ".pickle", ".pt", ".pth")), f
+        with open(f, "rb") as fh:
+            assert not fh.read(2).startswith(b"\x80"), f"{f} looks like a pickle"
+        if zipfile.is_zipfile(f):
+            members = zipfile.ZipFile(f).namelist()
+            assert all(m.endswith(".npy") for m in members), members
+
+
+def test_estimator_save_load_keeps_params(tmp_path):
+    from deepseg.spark.ml import DeepSegmentation
+
+    est = DeepSegmentation(numIter=3, CUnlabeled=0.5, l2=[0.1, 0.2, 0.3], tsvmSampleSize=1000, seed=7)
+    est.save(str(tmp_path / "est"))
+    again = DeepSegmentation.load(str(tmp_path / "est"))
+    assert again.uid == est.uid
+    assert again.toConfig() == est.toConfig()
+    assert again.getSeed() == 7
+
+
+def test_params_mirror_the_sklearn_estimator_and_its_defaults():
+    from deepseg import DeepSegmentationClassifier
+    from deepseg.spark.ml import _SKLEARN_NAME, DeepSegmentation
+
+    assert set(_SKLEARN_NAME.values()) == set(DeepSegmentationClassifier().get_params()) - {"random_state"}
+    assert DeepSegmentation().toConfig() == DeepSegmentationClassifier().to_config()
+
+
+@pytest.mark.parametrize("param, value, error", [
+    ("numIter", -1, ValueError), ("dropout", 1.5, ValueError), ("hiddenSize", 0, ValueError),
+    ("l2", [1e-3], ValueError), ("emaDecay", 1.0, ValueError), ("tsvmSampleSize", 0, ValueError),
+    ("batchRows", 0, ValueError), ("learningRate", "fast", TypeError),
+])
+def test_bad_param_values_raise_errors_naming_the_param(param, value, error):
+    from deepseg.spark.ml import DeepSegmentation
+
+    with pytest.raises(error, match=param):
+        DeepSegmentation(**{param: value})
+    est = DeepSegmentation()
+    with pytest.raises(error, match=param):
+        getattr(est, "set" + param[0].upper() + param[1:])(value)
+    if error is ValueError:  # Params.set bypasses the setters: caught when fitting
+        est.set(est.getParam(param), value)
+        with pytest.raises(ValueError, match=param):
+            est.toConfig()
+
+
+def test_load_refuses_unknown_format_versions(pipeline_model, tmp_path):
+    from deepseg.spark.persistence import MODEL_FILE, load_model, save_model
+
+    path = tmp_path / "m"
+    save_model(pipeline_model.stages[-1].result, path, {"owner": "tests"})
+    model, metadata = load_model(path)
+    assert metadata == {"owner": "tests"}
+    with pytest.raises(FileExistsError):
+        save_model(model, path)
+    document = json.loads((path / MODEL_FILE).read_text())
+    document["format_version"] = 99
+    (path / MODEL_FILE).write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=r"format version 99.*\[1\]") as info:
+        load_model(path)
+    assert str(path) in str(info.value)
