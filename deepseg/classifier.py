@@ -19,8 +19,8 @@ from deepseg.core.tsvm import TSVMConfig
 
 _N, _T, _S, _D = NetConfig(), TrainConfig(), TSVMConfig(), DeepSegConfig()
 
-#: The settings as the patent gives them ([0104]-[0108]); deepseg's defaults differ where
-#: validation on labelled users only showed a better choice (see BENCHMARKS.md).
+#: The settings as the patent gives them ([0104]-[0108]). deepseg's defaults equal them: the
+#: labelled-only validation of benchmarks/tune.py found no better choice (see BENCHMARKS.md).
 PATENT_PARAMS = {
     "unlabeled_weight": 1.0,
     "C": 1.0,
@@ -70,7 +70,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
     unlabeled_epochs, labeled_epochs : int, default=10, 10
         Epochs of the MSE step on unlabelled points and of the KL step on labelled points.
     unlabeled_batch_size : int, default=256
-    unlabeled_weight : float, default=100.0
+    unlabeled_weight : float, default=1.0
         Weight of the MSE loss on unlabelled points.
     C, C_unlabeled : float, default=1.0, 1.0
         TSVM weights of the mean labelled and unlabelled hinge losses (C and C* of (4)).
