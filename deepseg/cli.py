@@ -1,0 +1,105 @@
+"""deepseg command line: each subcommand is one call into :mod:`deepseg.pipeline`.
+
+    deepseg generate  [--users N]        synthetic users, events, survey answers, truth -> Delta
+    deepseg features                     users + events -> features (+ fitted feature pipeline)
+    deepseg survey                       invitations; survey answers -> survey_segments
+    deepseg train                        features + survey_segments -> models/<version>/
+    deepseg score     [--all]            -> user_segments (MERGE on user_id)
+    deepseg audiences                    user_segments -> audiences (+ CSV)
+    deepseg refresh                      nightly: score new/changed users, retrain on drift/schedule
+    deepseg demo      [--users 100000] [--out DIR]   all of the above on local Spark + report.html
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from deepseg import pipeline
+
+log = logging.getLogger("deepseg")
+
+
+def _spark(cfg):
+    from deepseg.spark.session import get_spark
+
+    return get_spark(cfg.spark.app_name, cfg.spark.master, dict(cfg.spark.conf))
+
+
+def _generate(spark, cfg, args):
+    from deepseg.demo import generate_tables
+
+    return generate_tables(spark, cfg, args.users)
+
+
+def _score(spark, cfg, args):
+    return pipeline.score_job(spark, cfg, only_changed=False if args.all else None)
+
+
+def _survey(spark, cfg, args):
+    return vars(pipeline.survey_job(spark, cfg))
+
+
+def _train(spark, cfg, args):
+    trained = pipeline.train_job(spark, cfg)
+    return {"model_version": trained.version, "path": trained.path}
+
+
+STAGES = {
+    "generate": _generate,
+    "features": lambda spark, cfg, args: pipeline.features_job(spark, cfg),
+    "survey": _survey,
+    "train": _train,
+    "score": _score,
+    "audiences": lambda spark, cfg, args: pipeline.audiences_job(spark, cfg),
+    "refresh": lambda spark, cfg, args: pipeline.refresh_job(spark, cfg),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deepseg", description="deepseg: semi-supervised user segmentation on Spark + Delta Lake",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in [*STAGES, "demo"]:
+        p = sub.add_parser(name)
+        p.add_argument("--conf", default="conf/local.yaml",
+                       help="environment overlay next to base.yaml (default: %(default)s)")
+        if name in ("generate", "demo"):
+            p.add_argument("--users", type=int, default=None, help="number of synthetic users")
+        if name == "score":
+            p.add_argument("--all", action="store_true", help="rescore every user")
+        if name == "demo":
+            p.add_argument("--out", default=None, help="data folder (default: data.root of --conf)")
+            p.add_argument("--no-report", action="store_true", help="skip report.html")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+    from deepseg.config import ConfigError, load_config
+
+    try:
+        if args.command == "demo":
+            from deepseg.demo import format_summary, run_demo
+
+            print(format_summary(run_demo(args.users, args.out, args.conf, report=not args.no_report)))
+            return 0
+        cfg = load_config(args.conf)
+        spark = _spark(cfg)
+        with pipeline.timed(args.command):
+            result = STAGES[args.command](spark, cfg, args)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"deepseg {args.command}: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

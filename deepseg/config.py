@@ -1,0 +1,434 @@
+"""deepseg's configuration: frozen dataclasses read from ``conf/base.yaml`` plus an overlay.
+
+``conf/base.yaml`` holds every key and its default, documented once; ``conf/local.yaml``,
+``conf/cluster.yaml`` and ``conf/databricks.yaml`` hold overrides only. :func:`load_config`
+deep-merges the overlay onto the base (mappings merge, everything else replaces) and builds
+:class:`Config`, so a typo or an out-of-range value fails at load time, naming the dotted key:
+
+>>> load_config("conf/local.yaml", {"survey": {"methd": "gmm"}})  # doctest: +SKIP
+ConfigError: unknown key 'survey.methd' (did you mean 'survey.method'?)
+
+The training hyper-parameters are the parameters of :class:`DeepSegmentationClassifier`
+(defaults from :class:`~deepseg.core.loop.DeepSegConfig`, never repeated here), checked by its
+own constraints and turned into a ``DeepSegConfig`` by its ``to_config``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import typing
+from collections.abc import Mapping
+from datetime import date
+from numbers import Integral, Real
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+import yaml
+from sklearn.utils._param_validation import (
+    InvalidParameterError,
+    Interval,
+    StrOptions,
+    validate_parameter_constraints,
+)
+
+__all__ = ["Config", "ConfigError", "load_config", "config_to_dict", "IDENTIFIER"]
+
+#: Table and column names: plain SQL identifiers, safe to splice into SQL and paths.
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_POSITIVE_INT = [Interval(Integral, 1, None, closed="left")]
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message names the dotted key and the offending value."""
+
+
+# ------------------------------------------------------------------ sections
+@dataclasses.dataclass(frozen=True)
+class SparkSettings:
+    app_name: str
+    master: str | None  # None: spark-submit's --master, or the cluster's
+    conf: Mapping[str, str]
+
+    _constraints: ClassVar[dict] = {"app_name": [str], "master": [str, None], "conf": [dict]}
+
+
+#: Logical table names every deployment maps to a Delta table (a folder under ``data.root``).
+TABLES = (
+    "users",
+    "events",
+    "survey_responses",
+    "segments_truth",
+    "features",
+    "survey_invitations",
+    "survey_segments",
+    "user_segments",
+    "audiences",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    root: str  # folder (local path, /Volumes/..., /dbfs/...) holding the tables and models
+    models: str  # model versions live in <root>/<models>/<version>/
+    tables: Mapping[str, str]  # logical name -> Delta table folder name
+
+    _constraints: ClassVar[dict] = {"root": [str], "models": [str], "tables": [dict]}
+
+    def __post_init__(self):
+        _check_keys(self.tables, TABLES, "data.tables")
+        for name, table in self.tables.items():
+            _check_identifier(table, f"data.tables.{name}")
+        _check_identifier(self.models, "data.models")
+
+    def table_path(self, name: str) -> str:
+        """Location of logical table `name` (a key of ``data.tables``)."""
+        if name not in self.tables:
+            raise ConfigError(f"no table {name!r} in data.tables (did you mean {_suggest(name, self.tables)!r}?)")
+        return str(Path(self.root) / self.tables[name])
+
+    @property
+    def models_path(self) -> str:
+        return str(Path(self.root) / self.models)
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateSettings:
+    n_users: int
+    chunk_size: int
+    synthetic: Mapping[str, Any]  # SyntheticConfig fields other than n_users
+
+    _constraints: ClassVar[dict] = {"n_users": _POSITIVE_INT, "chunk_size": _POSITIVE_INT,
+                                    "synthetic": [dict]}
+
+    def __post_init__(self):
+        self.synthetic_config()  # validate now
+
+    def synthetic_config(self, n_users: int | None = None):
+        from deepseg.data.synthetic import SyntheticConfig
+
+        fields = [f.name for f in dataclasses.fields(SyntheticConfig) if f.name != "n_users"]
+        _check_keys(self.synthetic, fields, "generate.synthetic")
+        try:
+            return SyntheticConfig(n_users=n_users or self.n_users, **self.synthetic)
+        except ValueError as e:
+            raise ConfigError(f"generate.synthetic: {e}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class EventSpec:
+    date: str
+    product: str
+    action: str
+    duration: str
+    products: tuple[str, ...]  # one count and one share feature per listed product
+    actions: tuple[str, ...]  # one count feature per listed action
+
+    _constraints: ClassVar[dict] = {k: [str] for k in ("date", "product", "action", "duration")} | {
+        "products": [list], "actions": [list]}
+
+    def __post_init__(self):
+        for k in ("date", "product", "action", "duration"):
+            _check_identifier(getattr(self, k), f"features.events.{k}")
+        for k in ("products", "actions"):
+            values = getattr(self, k)
+            if not values or not all(isinstance(v, str) and v for v in values):
+                raise ConfigError(f"features.events.{k} must be a non-empty list of strings, got {values!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    reference_date: str | None  # "YYYY-MM-DD" for recency; None: the latest event date in the data
+    numeric: tuple[str, ...]
+    log1p: tuple[str, ...]  # numeric columns to log1p (heavy-tailed counts and amounts)
+    categorical: tuple[str, ...]
+    encoding: str  # onehot | index
+    signup_date: str | None  # gives account_age_days (None: no such feature)
+    events: EventSpec
+
+    _constraints: ClassVar[dict] = {
+        "reference_date": [str, date, None], "numeric": [list], "log1p": [list],
+        "categorical": [list], "encoding": [StrOptions({"onehot", "index"})],
+        "signup_date": [str, None],
+    }
+
+    def __post_init__(self):
+        if isinstance(self.reference_date, date):  # YAML reads unquoted dates as dates
+            object.__setattr__(self, "reference_date", self.reference_date.isoformat())
+        if self.reference_date is not None:
+            try:
+                date.fromisoformat(self.reference_date)
+            except ValueError:
+                raise ConfigError(f"features.reference_date must be YYYY-MM-DD or null, "
+                                  f"got {self.reference_date!r}") from None
+        for k in ("numeric", "log1p", "categorical"):
+            for i, col in enumerate(getattr(self, k)):
+                _check_identifier(col, f"features.{k}[{i}]")
+        if self.signup_date is not None:
+            _check_identifier(self.signup_date, "features.signup_date")
+        stray = sorted(set(self.log1p) - set(self.numeric))
+        if stray:
+            raise ConfigError(f"features.log1p lists {stray}, which features.numeric lacks")
+        if not (self.numeric or self.categorical):
+            raise ConfigError("features: numeric and categorical are both empty")
+
+
+@dataclasses.dataclass(frozen=True)
+class SurveySettings:
+    invitations: int  # users to invite per survey wave
+    sampling: str  # stratified | uniform
+    strata: str | None  # users column for stratified sampling
+    questions: tuple[str, ...] | None  # answer columns; None: every column but user_id
+    method: str  # kmeans | gmm
+    n_segments: int | None  # None: choose c in k_range by silhouette (kmeans) / BIC (gmm)
+    k_range: tuple[int, int]
+    n_init: int  # clusterings per candidate count (different seeds); the best is kept
+    max_iter: int
+    seed: int
+
+    _constraints: ClassVar[dict] = {
+        "invitations": _POSITIVE_INT, "sampling": [StrOptions({"stratified", "uniform"})],
+        "strata": [str, None], "questions": [list, None], "method": [StrOptions({"kmeans", "gmm"})],
+        "n_segments": [Interval(Integral, 2, None, closed="left"), None], "k_range": [list],
+        "n_init": _POSITIVE_INT, "max_iter": _POSITIVE_INT,
+        "seed": [Interval(Integral, 0, None, closed="left")],
+    }
+
+    def __post_init__(self):
+        if self.sampling == "stratified":
+            if self.strata is None:
+                raise ConfigError("survey.strata is null but survey.sampling is 'stratified'")
+        if self.strata is not None:
+            _check_identifier(self.strata, "survey.strata")
+        for i, q in enumerate(self.questions or ()):
+            _check_identifier(q, f"survey.questions[{i}]")
+        lo_hi = self.k_range
+        if (len(lo_hi) != 2 or not all(isinstance(v, Integral) for v in lo_hi)
+                or not 2 <= lo_hi[0] <= lo_hi[1]):
+            raise ConfigError(f"survey.k_range must be [lo, hi] with 2 <= lo <= hi, got {list(lo_hi)!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings:
+    """``seed`` plus any :class:`DeepSegmentationClassifier` parameter (its defaults otherwise)."""
+
+    seed: int
+    params: Mapping[str, Any]
+
+    @classmethod
+    def from_mapping(cls, data: Mapping, prefix: str) -> "TrainingSettings":
+        from deepseg.classifier import DeepSegmentationClassifier as Clf
+
+        allowed = ["seed"] + [k for k in Clf().get_params() if k != "random_state"]
+        _check_keys(data, allowed, prefix)
+        params = {k: v for k, v in data.items() if k != "seed"}
+        constraints = {f"{prefix}.{k}": Clf._parameter_constraints[k] for k in params}
+        constraints[f"{prefix}.seed"] = [Interval(Integral, 0, None, closed="left")]
+        _validate(constraints, {f"{prefix}.{k}": v for k, v in data.items()} | {
+            f"{prefix}.seed": data.get("seed", 0)})
+        if "l2" in params:
+            params["l2"] = tuple(params["l2"])
+        settings = cls(seed=int(data.get("seed", 0)), params=MappingProxyType(params))
+        try:
+            settings.deepseg_config  # noqa: B018 - let to_config check what constraints cannot
+        except ValueError as e:
+            raise ConfigError(f"{prefix}: {e}") from None
+        return settings
+
+    @property
+    def deepseg_config(self):
+        """The :class:`~deepseg.core.loop.DeepSegConfig` these settings describe."""
+        from deepseg.classifier import DeepSegmentationClassifier
+
+        return DeepSegmentationClassifier(**self.params).to_config()
+
+    @property
+    def tsvm_sample_size(self) -> int | None:
+        return self.deepseg_config.tsvm_sample_size
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringSettings:
+    only_changed: bool  # score only new users, changed features, or users of another model version
+    model_version: str | None  # None: the latest model under data.models
+
+    _constraints: ClassVar[dict] = {"only_changed": ["boolean"], "model_version": [str, None]}
+
+
+@dataclasses.dataclass(frozen=True)
+class AudienceSettings:
+    top_k: int | None  # per segment: the k members with the highest propensity
+    threshold: float | None  # per segment: members whose propensity is at least this
+    content: Mapping[int, str]  # segment -> content id
+    default_content: str | None  # content of segments missing from `content`
+    export_dir: str  # CSV export folder, relative to data.root
+
+    _constraints: ClassVar[dict] = {
+        "top_k": [Interval(Integral, 1, None, closed="left"), None],
+        "threshold": [Interval(Real, 0, 1, closed="both"), None],
+        "content": [dict], "default_content": [str, None], "export_dir": [str],
+    }
+
+    def __post_init__(self):
+        if self.top_k is None and self.threshold is None:
+            raise ConfigError("audiences: set top_k, threshold or both (both are null)")
+        for seg, content in self.content.items():
+            if not isinstance(seg, Integral) or seg < 0 or not isinstance(content, str):
+                raise ConfigError(f"audiences.content maps segment numbers to content ids; "
+                                  f"got {seg!r}: {content!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RefreshSettings:
+    drift_threshold: float  # retrain when a population stability index exceeds this
+    bins: int  # bins of the population stability index
+    retrain_every_days: int | None  # retrain when the model is this old (None: only on drift)
+
+    _constraints: ClassVar[dict] = {
+        "drift_threshold": [Interval(Real, 0, None, closed="neither")],
+        "bins": [Interval(Integral, 2, None, closed="left")],
+        "retrain_every_days": _POSITIVE_INT + [None],
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    spark: SparkSettings
+    data: DataSettings
+    generate: GenerateSettings
+    features: FeatureSpec
+    survey: SurveySettings
+    training: TrainingSettings
+    scoring: ScoringSettings
+    audiences: AudienceSettings
+    refresh: RefreshSettings
+    sources: tuple[str, ...] = ()  # the YAML files merged, base first
+
+
+# ------------------------------------------------------------------ loading
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` as a string; read it as the float everyone means."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        with open(path) as fh:
+            data = yaml.load(fh, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} not found") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def merge(base: Mapping, overlay: Mapping) -> dict:
+    """Deep merge: mappings merge key by key, any other overlay value replaces the base's."""
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path = "conf/local.yaml", overrides: Mapping | None = None) -> Config:
+    """Build the :class:`Config` of ``base.yaml`` (next to `path`) + `path` + `overrides`.
+
+    `path` may be ``base.yaml`` itself; `overrides` is a nested mapping applied last (tests, CLI
+    flags).
+    """
+    path = Path(path)
+    base_path = path.parent / "base.yaml"
+    sources = [base_path] if path.resolve() == base_path.resolve() else [base_path, path]
+    data: dict = {}
+    for src in sources:
+        data = merge(data, _read_yaml(src))
+    if overrides:
+        data = merge(data, overrides)
+    return _build(Config, data, "", sources=tuple(str(s) for s in sources))
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain data (YAML-safe) of a resolved configuration, e.g. to save beside a model."""
+
+    def plain(v):
+        if isinstance(v, TrainingSettings):
+            return {"seed": v.seed, **plain(v.params)}
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v) if f.name != "sources"}
+        if isinstance(v, Mapping):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(cfg)
+
+
+# ------------------------------------------------------------------ validation helpers
+def _suggest(key, valid) -> str:
+    close = difflib.get_close_matches(str(key), [str(v) for v in valid], n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
+def _check_keys(data: Mapping, valid, prefix: str) -> None:
+    valid = list(valid)
+    dot = f"{prefix}." if prefix else ""
+    for key in data:
+        if key not in valid:
+            close = _suggest(key, valid)
+            hint = f"did you mean '{dot}{close}'?" if close else f"valid keys: {', '.join(map(str, valid))}"
+            raise ConfigError(f"unknown key '{dot}{key}' ({hint})")
+
+
+def _check_identifier(value, key: str) -> None:
+    if not isinstance(value, str) or not IDENTIFIER.match(value):
+        raise ConfigError(f"{key} must be an identifier matching {IDENTIFIER.pattern}, got {value!r}")
+
+
+def _validate(constraints: dict, params: dict) -> None:
+    try:
+        validate_parameter_constraints(constraints, params, caller_name="the configuration")
+    except InvalidParameterError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _build(cls, data, prefix: str, **extra):
+    """`cls` from `data`, recursing into dataclass-typed fields; `prefix` dots the key names."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'the configuration'} must be a mapping, got {data!r}")
+    if hasattr(cls, "from_mapping"):
+        return cls.from_mapping(data, prefix.rstrip("."))
+    types = typing.get_type_hints(cls)
+    fields = [f.name for f in dataclasses.fields(cls) if f.name not in extra]
+    _check_keys(data, fields, prefix.rstrip("."))
+    missing = [k for k in fields if k not in data]
+    if missing:
+        raise ConfigError(f"missing key '{prefix}{missing[0]}' (conf/base.yaml must define it)")
+    values = {}
+    for name in fields:
+        value = data[name]
+        if dataclasses.is_dataclass(types[name]):
+            value = _build(types[name], value, f"{prefix}{name}.")
+        values[name] = value
+    constraints = getattr(cls, "_constraints", {})
+    _validate({prefix + k: c for k, c in constraints.items()},
+              {prefix + k: values[k] for k in constraints})
+    for name, value in values.items():  # lists become tuples, mappings read-only: truly frozen
+        if isinstance(value, list):
+            values[name] = tuple(value)
+        elif isinstance(value, dict):
+            values[name] = MappingProxyType(dict(value))
+    return cls(**values, **extra)

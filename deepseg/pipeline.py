@@ -1,0 +1,357 @@
+"""The pipeline's jobs: read Delta tables, call the stage functions, write one table each.
+
+Every entry point -- ``deepseg <stage>``, ``jobs/<stage>.py`` under spark-submit, the
+notebooks -- is one call of a function here, taking a SparkSession and a :class:`Config`:
+
+==================  ==========================================  ===============================
+job                 reads                                       writes
+==================  ==========================================  ===============================
+features_job        users, events                               features (+ its fitted pipeline)
+survey_job          users, survey_responses                     survey_invitations, survey_segments
+train_job           features, survey_segments                   models/<version>/
+score_job           users, events, model                        user_segments (MERGE)
+audiences_job       user_segments                               audiences (+ CSV export)
+refresh_job         users, events, user_segments, model         user_segments, audiences (+ retrain)
+==================  ==========================================  ===============================
+
+A model version directory holds ``model/`` (:mod:`deepseg.spark.persistence`),
+``feature_pipeline/`` (the Spark ML pipeline that made its training features, reapplied at
+scoring), ``config.yaml`` (the resolved configuration), ``profile.json`` (reference
+distributions for drift) and ``metrics.json`` (written last: a version without it is
+incomplete and ignored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import json
+import logging
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import yaml
+
+from deepseg import refresh
+from deepseg.audiences import build_audiences, export_csv
+from deepseg.config import Config, config_to_dict
+from deepseg.features import (
+    aggregate_users,
+    feature_names,
+    fit_feature_pipeline,
+    transform_features,
+    with_feature_hash,
+)
+from deepseg.scoring import rows_to_score, score_users
+from deepseg.survey import SurveySegmentation, check_respondents, segment_answers, select_invitations
+from deepseg.tables import last_commit, merge_segments, read_table, table_exists, write_table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import DataFrame, SparkSession
+
+__all__ = [
+    "TrainedModel",
+    "audiences_job",
+    "current_features",
+    "features_job",
+    "load_trained",
+    "refresh_job",
+    "score_job",
+    "survey_job",
+    "timed",
+    "train_job",
+]
+
+log = logging.getLogger("deepseg")
+
+
+# ------------------------------------------------------------------ helpers
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def utcnow() -> datetime:
+    """Naive UTC now (Spark timestamps are stored as UTC instants)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@contextlib.contextmanager
+def timed(stage: str, seconds: dict | None = None):
+    """Log one line per stage with its wall-clock seconds (also stored in `seconds[stage]`)."""
+    start = time.perf_counter()
+    log.info("%s ...", stage)
+    yield
+    elapsed = time.perf_counter() - start
+    if seconds is not None:
+        seconds[stage] = elapsed
+    log.info("%s: %.1fs", stage, elapsed)
+
+
+def _meta(job: str, run_id: str, **extra) -> dict:
+    return {"job": job, "run_id": run_id, **extra}
+
+
+def feature_pipeline_path(cfg: Config) -> str:
+    """Where the features job leaves the pipeline that made the ``features`` table."""
+    return cfg.data.table_path("features") + "_pipeline"
+
+
+def current_features(spark: "SparkSession", cfg: Config, pipeline: "PipelineModel") -> "DataFrame":
+    """``user_id, features, feature_hash`` of today's users and events through `pipeline`."""
+    users, events = read_table(spark, cfg, "users"), read_table(spark, cfg, "events")
+    return with_feature_hash(transform_features(pipeline, aggregate_users(users, events, cfg.features)))
+
+
+# ------------------------------------------------------------------ features
+def features_job(spark: "SparkSession", cfg: Config) -> dict:
+    """Fit the feature pipeline on today's users and write the ``features`` table with it."""
+    run_id = new_run_id()
+    users, events = read_table(spark, cfg, "users"), read_table(spark, cfg, "events")
+    rows = aggregate_users(users, events, cfg.features).persist()
+    try:
+        pipeline = fit_feature_pipeline(rows, cfg.features)
+        pipeline.write().overwrite().save(feature_pipeline_path(cfg))
+        names = feature_names(pipeline)
+        path = cfg.data.table_path("features")
+        write_table(with_feature_hash(transform_features(pipeline, rows)), path,
+                    _meta("features", run_id, feature_names=names))
+    finally:
+        rows.unpersist()
+    log.info("features: %d per user -> %s", len(names), path)
+    return {"run_id": run_id, "table": path, "n_features": len(names), "pipeline": feature_pipeline_path(cfg)}
+
+
+# ------------------------------------------------------------------ survey
+def survey_job(spark: "SparkSession", cfg: Config) -> SurveySegmentation:
+    """Invite the next survey wave and segment the answers received."""
+    from pyspark.sql import functions as F
+
+    run_id, s = new_run_id(), cfg.survey
+    users, responses = read_table(spark, cfg, "users"), read_table(spark, cfg, "survey_responses")
+    check_respondents(responses, users)
+    invitations = select_invitations(users, s.invitations, s.sampling, s.strata, s.seed, exclude=responses)
+    write_table(invitations.withColumns({"invited_at": F.current_timestamp(), "run_id": F.lit(run_id)}),
+                cfg.data.table_path("survey_invitations"), _meta("survey", run_id))
+    segments, info = segment_answers(responses, s.method, s.n_segments, s.k_range, s.seed, s.max_iter,
+                                     s.questions, s.n_init)
+    survey_meta = {"n_segments": info.n_segments, "method": info.method, "criterion": info.criterion,
+                   "scores": {str(k): v for k, v in info.scores.items()}, "sizes": info.sizes}
+    write_table(segments.withColumn("run_id", F.lit(run_id)), cfg.data.table_path("survey_segments"),
+                _meta("survey", run_id, survey=survey_meta))
+    log.info("survey: %s chose %d segments (%s %s), sizes %s", info.method, info.n_segments,
+             info.criterion, {k: round(v, 4) for k, v in info.scores.items()}, info.sizes)
+    return info
+
+
+# ------------------------------------------------------------------ train
+@dataclass
+class TrainedModel:
+    """One model version: the fitted model, its metadata and drift profile, its feature pipeline."""
+
+    version: str
+    path: str
+    model: Any  # deepseg.core.loop.DeepSegResult
+    metadata: dict
+    profile: dict
+
+    @functools.cached_property
+    def pipeline(self) -> "PipelineModel":
+        """The feature pipeline the model was trained behind (loaded on first use)."""
+        from pyspark.ml import PipelineModel
+
+        return PipelineModel.load(str(Path(self.path) / "feature_pipeline"))
+
+    @property
+    def trained_at(self) -> datetime:
+        return datetime.fromisoformat(self.metadata["trained_at"])
+
+
+def train_job(spark: "SparkSession", cfg: Config) -> TrainedModel:
+    """Train on ``features`` labelled by ``survey_segments``; save ``models/<version>/``."""
+    from pyspark.sql import functions as F
+
+    from deepseg.spark.backend import score_dataframe, train_on_spark
+    from deepseg.spark.persistence import save_model
+
+    run_id, trained_at = new_run_id(), utcnow()
+    version = f"{trained_at:%Y%m%dT%H%M%S}-{run_id[:6]}"
+    features = read_table(spark, cfg, "features").select("user_id", "features")
+    names = last_commit(spark, cfg.data.table_path("features"))["feature_names"]
+    labels = read_table(spark, cfg, "survey_segments")
+    survey = last_commit(spark, cfg.data.table_path("survey_segments")).get("survey", {})
+    n_classes = survey.get("n_segments") or labels.agg(F.max("segment")).first()[0] + 1
+    data = features.join(labels.select("user_id", F.col("segment").alias("label")), "user_id", "left")
+    config = cfg.training.deepseg_config
+    result = train_on_spark(data, features_col="features", label_col="label", n_classes=n_classes,
+                            config=config, seed=cfg.training.seed,
+                            tsvm_sample_size=cfg.training.tsvm_sample_size)
+
+    bins = cfg.refresh.bins
+    scored = score_dataframe(features, result, features_col="features")
+    profile = {
+        "features": refresh.profile(features, "features", refresh.quantile_edges(features, "features", bins)),
+        "propensities": refresh.profile(scored, "propensities", refresh.uniform_edges(n_classes, bins)),
+    }
+    metadata = {
+        "model_version": version, "run_id": run_id, "trained_at": trained_at.isoformat(),
+        "n_classes": n_classes, "n_features": len(names), "feature_names": names,
+        "survey": survey, "training": config_to_dict(cfg)["training"],
+    }
+    model_dir = Path(cfg.data.models_path) / version
+    model_dir.mkdir(parents=True, exist_ok=False)
+    save_model(result, str(model_dir / "model"), metadata, config=config)
+    shutil.copytree(feature_pipeline_path(cfg), model_dir / "feature_pipeline")
+    (model_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    (model_dir / "profile.json").write_text(json.dumps(profile))
+    metrics = {**metadata, "history": result.history}
+    _log_to_mlflow(version, metadata, result.history, model_dir)
+    (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, default=_json_default))
+    log.info("train: model %s (%d classes, %d features, %d iterations) -> %s",
+             version, n_classes, len(names), len(result.history), model_dir)
+    return TrainedModel(version, str(model_dir), result, metadata, profile)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _log_to_mlflow(version: str, metadata: dict, history: list[dict], model_dir: Path) -> None:
+    """Log parameters, per-iteration metrics and the model folder, if mlflow is installed."""
+    if importlib.util.find_spec("mlflow") is None:
+        return
+    import mlflow
+
+    with mlflow.start_run(run_name=version):
+        mlflow.set_tags({"model_version": version, "run_id": metadata["run_id"]})
+        mlflow.log_params({f"training.{k}": v for k, v in metadata["training"].items()})
+        mlflow.log_params({"n_classes": metadata["n_classes"], "n_features": metadata["n_features"]})
+        for row in history:
+            mlflow.log_metrics({k: float(v) for k, v in row.items()
+                                if isinstance(v, (int, float)) and k != "iteration"}, step=row["iteration"])
+        mlflow.log_artifacts(str(model_dir), artifact_path="model")
+
+
+def model_versions(cfg: Config) -> list[str]:
+    """Complete model versions under ``data.models``, oldest first."""
+    root = Path(cfg.data.models_path)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "metrics.json").is_file())
+
+
+def load_trained(cfg: Config, version: str | None = None) -> TrainedModel:
+    """Model `version` (default: the latest) with its pipeline, metadata and drift profile."""
+    from deepseg.spark.persistence import load_model
+
+    versions = model_versions(cfg)
+    if not versions:
+        raise FileNotFoundError(f"no trained model under {cfg.data.models_path}: run the train job first")
+    version = version or versions[-1]
+    if version not in versions:
+        raise FileNotFoundError(f"model version {version!r} not under {cfg.data.models_path}; "
+                                f"versions: {versions}")
+    model_dir = Path(cfg.data.models_path) / version
+    model, metadata = load_model(str(model_dir / "model"))
+    profile = json.loads((model_dir / "profile.json").read_text())
+    return TrainedModel(version, str(model_dir), model, metadata, profile)
+
+
+# ------------------------------------------------------------------ score
+def score_job(spark: "SparkSession", cfg: Config, only_changed: bool | None = None,
+              trained: TrainedModel | None = None) -> dict:
+    """Score users with the configured model into ``user_segments`` (one MERGE on user_id).
+
+    `only_changed` (default ``scoring.only_changed``) scores only users that are new, whose
+    features changed, or that another model version scored; False rescores everyone.
+    """
+    trained = trained or load_trained(cfg, cfg.scoring.model_version)
+    return _score(spark, cfg, trained, current_features(spark, cfg, trained.pipeline), only_changed)
+
+
+def _score(spark, cfg: Config, trained: TrainedModel, features: "DataFrame", only_changed: bool | None) -> dict:
+    run_id = new_run_id()
+    path = cfg.data.table_path("user_segments")
+    only_changed = cfg.scoring.only_changed if only_changed is None else only_changed
+    todo = features
+    if only_changed and table_exists(spark, path):
+        todo = rows_to_score(features, read_table(spark, cfg, "user_segments"), trained.version)
+    todo = todo.persist()
+    try:
+        n = todo.count()
+        if n:
+            rows = score_users(todo, trained.model, model_version=trained.version, run_id=run_id)
+            merge_segments(spark, rows, path, keys=("user_id",),
+                           metadata=_meta("score", run_id, model_version=trained.version))
+    finally:
+        todo.unpersist()
+    log.info("score: %d users scored by model %s -> %s", n, trained.version, path)
+    return {"run_id": run_id, "model_version": trained.version, "scored": n, "table": path}
+
+
+# ------------------------------------------------------------------ audiences
+def audiences_job(spark: "SparkSession", cfg: Config) -> dict:
+    """Write the ``audiences`` table from ``user_segments`` and export it as CSV."""
+    run_id, a = new_run_id(), cfg.audiences
+    audiences = build_audiences(read_table(spark, cfg, "user_segments"), top_k=a.top_k,
+                                threshold=a.threshold, content=a.content,
+                                default_content=a.default_content, run_id=run_id)
+    path = cfg.data.table_path("audiences")
+    write_table(audiences, path, _meta("audiences", run_id))
+    written = read_table(spark, cfg, "audiences")
+    export_dir = export_csv(written, str(Path(cfg.data.root) / a.export_dir))
+    sizes = {r.segment: r["count"] for r in written.groupBy("segment").count().collect()}
+    log.info("audiences: %s users per segment -> %s, %s", dict(sorted(sizes.items())), path, export_dir)
+    return {"run_id": run_id, "table": path, "export_dir": export_dir, "sizes": dict(sorted(sizes.items()))}
+
+
+# ------------------------------------------------------------------ refresh
+def refresh_job(spark: "SparkSession", cfg: Config, now: datetime | None = None) -> dict:
+    """Nightly: score new and changed users; retrain (features -> train -> score all) when the
+    features or the propensities drifted past ``refresh.drift_threshold`` (population stability
+    index against the model's training population) or the model is due; then audiences."""
+    now, r = now or utcnow(), cfg.refresh
+    trained = load_trained(cfg, cfg.scoring.model_version)
+    features = current_features(spark, cfg, trained.pipeline).persist()
+    try:
+        ref = trained.profile
+        feature_psi = refresh.population_stability_index(
+            ref["features"]["shares"], refresh.binned_shares(features, "features", ref["features"]["edges"]))
+        reasons = refresh.retrain_reasons(feature_psi, None, r.drift_threshold, trained.trained_at, now,
+                                          r.retrain_every_days, trained.metadata.get("feature_names"))
+        propensity_psi = None
+        if not reasons:
+            scored = _score(spark, cfg, trained, features, only_changed=True)
+            segments = read_table(spark, cfg, "user_segments")
+            current = segments.filter(segments.model_version == trained.version)
+            propensity_psi = refresh.population_stability_index(
+                ref["propensities"]["shares"],
+                refresh.binned_shares(current, "propensities", ref["propensities"]["edges"]))
+            reasons = refresh.retrain_reasons(np.zeros(0), propensity_psi, r.drift_threshold,
+                                              trained.trained_at, now, None)
+    finally:
+        features.unpersist()
+    out = {"model_version": trained.version, "max_feature_psi": float(feature_psi.max()),
+           "max_propensity_psi": None if propensity_psi is None else float(propensity_psi.max()),
+           "retrain_reasons": reasons}
+    if reasons:
+        log.info("refresh: retraining (%s)", "; ".join(reasons))
+        features_job(spark, cfg)
+        new_model = train_job(spark, cfg)
+        scored = score_job(spark, cfg, only_changed=False, trained=new_model)
+        out["model_version"] = new_model.version
+    out["scored"] = scored["scored"]
+    out["audiences"] = audiences_job(spark, cfg)["sizes"]
+    log.info("refresh: %s", out)
+    return out

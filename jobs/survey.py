@@ -1,0 +1,28 @@
+"""spark-submit entry point: survey invitations; survey answers -> survey_segments.
+
+    spark-submit --jars "$(ls .jars/*.jar | paste -sd,)" jobs/survey.py --conf conf/local.yaml
+
+(On Databricks, a Python-script task with parameters ["--conf", "conf/databricks.yaml"]; the
+runtime provides Delta, so no --jars.)
+"""
+
+import argparse
+import logging
+
+from deepseg.config import load_config
+from deepseg.pipeline import survey_job
+from deepseg.spark.session import get_spark
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--conf", required=True, help="conf/<env>.yaml (merged onto conf/base.yaml)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = load_config(args.conf)
+    spark = get_spark(cfg.spark.app_name, cfg.spark.master, dict(cfg.spark.conf))
+    print(survey_job(spark, cfg))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""End to end on real Delta tables under tmp_path: generate -> features -> survey -> train -> score
+-> audiences -> refresh, with small settings (3k users, 2 iterations)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepseg.config import load_config
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+spark_test = pytest.mark.spark
+
+
+@pytest.fixture(scope="module")
+def spark():
+    pytest.importorskip("pyspark")
+    pytest.importorskip("delta")
+    from pyspark.sql import SparkSession
+
+    from deepseg.spark.session import FAST_START_CONF, get_spark
+
+    before = SparkSession.getActiveSession()
+    session = get_spark(app_name="deepseg-e2e", master="local[2]", conf=FAST_START_CONF)
+    yield session
+    if before is None:  # leave a session that other tests opened alone
+        session.stop()
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    return load_config(CONF / "local.yaml", {
+        "data": {"root": str(tmp_path_factory.mktemp("deepseg-data"))},
+        "generate": {"n_users": 3000, "chunk_size": 1000, "synthetic": {"survey_fraction": 0.05}},
+        "survey": {"invitations": 100, "k_range": [4, 6]},
+        "training": {"n_iter": 2, "unlabeled_epochs": 2, "labeled_epochs": 2,
+                     "tsvm_sample_size": 1500},
+        "audiences": {"top_k": 50},
+    })
+
+
+@pytest.fixture(scope="module")
+def run(spark, cfg):
+    """The whole pipeline once, as `deepseg demo` runs it."""
+    from types import SimpleNamespace
+
+    from deepseg.demo import generate_tables
+    from deepseg.pipeline import audiences_job, features_job, score_job, survey_job, train_job
+
+    generate_tables(spark, cfg)
+    out = SimpleNamespace(features=features_job(spark, cfg), survey=survey_job(spark, cfg))
+    out.trained = train_job(spark, cfg)
+    out.scored = score_job(spark, cfg, trained=out.trained)
+    out.audiences = audiences_job(spark, cfg)
+    return out
+
+
+def _table(spark, cfg, name):
+    from deepseg.tables import read_table
+
+    return read_table(spark, cfg, name)
+
+
+def _history(spark, cfg, name):
+    from delta.tables import DeltaTable
+
+    return DeltaTable.forPath(spark, cfg.data.table_path(name)).history().orderBy("version").collect()
+
+
+@spark_test
+def test_schemas(spark, cfg, run):
+    from deepseg.audiences import AUDIENCE_COLUMNS
+    from deepseg.scoring import SEGMENT_COLUMNS
+
+    def types(name):
+        return {f.name: f.dataType.simpleString() for f in _table(spark, cfg, name).schema.fields}
+
+    assert types("features") == {"user_id": "bigint", "features": "array<float>", "feature_hash": "bigint"}
+    assert types("survey_segments") == {"user_id": "bigint", "segment": "int", "run_id": "string"}
+    assert set(types("survey_invitations")) == {"user_id", "stratum", "invited_at", "run_id"}
+    assert _table(spark, cfg, "user_segments").columns == list(SEGMENT_COLUMNS)
+    assert _table(spark, cfg, "audiences").columns == list(AUDIENCE_COLUMNS)
+    assert types("user_segments") == {
+        "user_id": "bigint", "segment": "int", "propensities": "array<float>", "model_version": "string",
+        "run_id": "string", "scored_at": "timestamp", "feature_hash": "bigint"}
+    assert types("audiences") == {
+        "segment": "int", "rank": "int", "user_id": "bigint", "propensity": "float", "content_id": "string",
+        "model_version": "string", "run_id": "string", "created_at": "timestamp"}
+    row = _table(spark, cfg, "features").first()
+    assert len(row.features) == run.features["n_features"] == run.trained.metadata["n_features"]
+
+
+@spark_test
+def test_every_user_scored_exactly_once(spark, cfg, run):
+    from pyspark.sql import functions as F
+
+    segments = _table(spark, cfg, "user_segments")
+    stats = segments.agg(F.count("*").alias("n"), F.countDistinct("user_id").alias("distinct"),
+                         F.min("segment").alias("lo"), F.max("segment").alias("hi")).first()
+    assert stats.n == stats.distinct == cfg.generate.n_users == run.scored["scored"]
+    assert segments.join(_table(spark, cfg, "users"), "user_id", "left_anti").count() == 0
+    assert 0 <= stats.lo and stats.hi < run.survey.n_segments
+    sums = np.array([sum(r.propensities) for r in segments.limit(100).collect()])
+    np.testing.assert_allclose(sums, 1.0, atol=1e-4)
+
+
+@spark_test
+def test_one_delta_commit_per_job_write(spark, cfg, run):
+    for name in ("users", "events", "survey_responses", "segments_truth", "features",
+                 "survey_invitations", "survey_segments", "user_segments", "audiences"):
+        history = _history(spark, cfg, name)
+        assert [h.operation for h in history] == ["WRITE"], name
+        assert '"run_id"' in history[0].userMetadata, name
+    assert run.trained.version in _history(spark, cfg, "user_segments")[0].userMetadata
+
+
+@spark_test
+def test_survey_and_audiences(spark, cfg, run):
+    from pyspark.sql import functions as F
+
+    assert run.survey.criterion == "silhouette" and set(run.survey.scores) == {4, 5, 6}
+    invited = _table(spark, cfg, "survey_invitations")
+    assert invited.count() == cfg.survey.invitations
+    assert invited.join(_table(spark, cfg, "survey_responses"), "user_id").count() == 0  # new users only
+    audiences = _table(spark, cfg, "audiences")
+    per_segment = {r.segment: (r.n, r.top) for r in audiences.groupBy("segment").agg(
+        F.count("*").alias("n"), F.max("rank").alias("top")).collect()}
+    assert all(n == top <= cfg.audiences.top_k for n, top in per_segment.values())
+    assert set(r.content_id for r in audiences.select("content_id").distinct().collect()) <= (
+        set(cfg.audiences.content.values()) | {cfg.audiences.default_content})
+    csvs = sorted(Path(run.audiences["export_dir"]).glob("segment=*/*.csv"))
+    assert len(csvs) == len(per_segment)
+
+
+@spark_test
+def test_accuracy_at_least_the_supervised_baseline(spark, cfg, run):
+    """deepseg vs its own supervised start (= the same fit with n_iter=0: same seed, same net)."""
+    from deepseg.demo import evaluate
+
+    metrics = evaluate(spark, cfg, run.trained)
+    assert metrics["survey_accuracy"] > 0.8
+    assert metrics["deepseg_accuracy"] >= metrics["supervised_accuracy"], metrics
+
+
+@spark_test
+def test_rescoring_is_idempotent(spark, cfg, run):
+    from deepseg.pipeline import score_job
+
+    def rows():
+        return sorted((r.user_id, r.segment, tuple(r.propensities), r.model_version, r.feature_hash)
+                      for r in _table(spark, cfg, "user_segments").collect())
+
+    before, commits = rows(), len(_history(spark, cfg, "user_segments"))
+    again = score_job(spark, cfg)  # loads the saved model and reapplies its feature pipeline
+    assert again["scored"] == 0 and again["model_version"] == run.trained.version
+    assert len(_history(spark, cfg, "user_segments")) == commits  # nothing changed: no commit
+    everyone = score_job(spark, cfg, only_changed=False)
+    assert everyone["scored"] == cfg.generate.n_users
+    history = _history(spark, cfg, "user_segments")
+    assert [h.operation for h in history[commits:]] == ["MERGE"]
+    assert rows() == before
+
+
+@spark_test
+def test_refresh_without_drift_does_not_retrain(spark, cfg, run):
+    from deepseg.pipeline import model_versions, refresh_job
+
+    out = refresh_job(spark, cfg, now=run.trained.trained_at + timedelta(days=1))
+    assert out["retrain_reasons"] == [] and out["scored"] == 0
+    assert out["max_feature_psi"] < 0.01 and out["max_propensity_psi"] < 0.01
+    assert model_versions(cfg) == [run.trained.version]
+
+
+def test_population_stability_index_and_retrain_reasons():
+    from datetime import datetime
+
+    from deepseg.refresh import population_stability_index, retrain_reasons
+
+    same = np.full((3, 4), 0.25)
+    np.testing.assert_allclose(population_stability_index(same, same), 0.0)
+    shifted = np.array([[0.1, 0.2, 0.3, 0.4]])
+    expected = np.sum((shifted - 0.25) * np.log(shifted / 0.25))
+    np.testing.assert_allclose(population_stability_index(same[:1], shifted), [expected])
+    t0 = datetime(2025, 1, 1)
+    assert retrain_reasons(np.array([0.01, 0.05]), np.array([0.02]), 0.2, t0, t0 + timedelta(days=3), 30) == []
+    reasons = retrain_reasons(np.array([0.01, 0.5]), None, 0.2, t0, t0 + timedelta(days=31), 30, ["a", "b"])
+    assert reasons[0].startswith("feature drift: PSI 0.500 > 0.2 (b)") and reasons[1].startswith("schedule")
