@@ -22,6 +22,3 @@ def moons():
         y[np.flatnonzero(y_true == k)[:4]] = k
     return X, y, y_true
 
-
-#: Small, fast settings for tests that only need the mechanics.
-FAST = dict(supervised_epochs=30, n_iter=2, unlabeled_epochs=2, labeled_epochs=2)

@@ -2,7 +2,7 @@
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from conftest import FAST
+from tests.settings import FAST
 from deepseg import DeepSegmentationClassifier, TransductiveSVC
 
 # y == -1 marks unlabelled points; this check fits with labels {-1, 1}. scikit-learn exempts

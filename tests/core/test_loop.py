@@ -3,7 +3,7 @@ import contextlib
 import numpy as np
 import pytest
 
-from conftest import FAST
+from tests.settings import FAST
 from deepseg import DeepSegmentationClassifier
 from deepseg.core._local import LocalBackend
 from deepseg.core.loop import DeepSegConfig, fit_deep_segmentation
