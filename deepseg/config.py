@@ -378,7 +378,7 @@ def config_to_dict(cfg: Config) -> dict:
 
 
 # ------------------------------------------------------------------ validation helpers
-def _suggest(key, valid) -> str:
+def _suggest(key, valid) -> str | None:
     close = difflib.get_close_matches(str(key), [str(v) for v in valid], n=1, cutoff=0.5)
     return close[0] if close else None
 

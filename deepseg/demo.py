@@ -72,13 +72,14 @@ def generate_tables(spark: "SparkSession", cfg: Config, n_users: int | None = No
 
 
 # ------------------------------------------------------------------ evaluation
-def _confusion(df: "DataFrame", pred: str, true: str) -> np.ndarray:
-    rows = df.groupBy(pred, true).count().collect()
+def _confusion(df: "DataFrame", pred: str, true: str, split: str | None = None) -> np.ndarray:
+    """Counts [pred, true] in one pass; with boolean column `split`, [split, pred, true]."""
+    rows = df.groupBy(pred, true, *([split] if split else [])).count().collect()
     k = 1 + max(max(r[pred], r[true]) for r in rows)
-    m = np.zeros((k, k), dtype=np.int64)
+    m = np.zeros((2, k, k), dtype=np.int64)
     for r in rows:
-        m[r[pred], r[true]] = r["count"]
-    return m
+        m[int(r[split]) if split else 0, r[pred], r[true]] = r["count"]
+    return m if split else m[0]
 
 
 def matching(confusion: np.ndarray) -> dict[int, int]:
@@ -106,17 +107,19 @@ def evaluate(spark: "SparkSession", cfg: Config, trained: TrainedModel) -> dict:
     survey_conf = _confusion(survey.join(truth, "user_id"), "survey", "true")
     mapping = matching(survey_conf)
 
-    scored = (read_table(spark, cfg, "user_segments").select("user_id", "segment")
-              .join(truth, "user_id").join(survey, "user_id", "left"))
     features = read_table(spark, cfg, "features").select("user_id", "features")
-    baseline = score_dataframe(features, EMAEnsemble([trained.model.supervised], 0.0),
-                               prediction_col="segment").select("user_id", "segment")
-    baseline = baseline.join(truth, "user_id").join(survey, "user_id", "left")
+    predictions = {
+        "deepseg": read_table(spark, cfg, "user_segments").select("user_id", "segment"),
+        "supervised": score_dataframe(features, EMAEnsemble([trained.model.supervised], 0.0),
+                                      prediction_col="segment").select("user_id", "segment"),
+    }
     out = {"mapping": mapping, "survey_accuracy": _accuracy(survey_conf, mapping)}
-    for name, df in (("deepseg", scored), ("supervised", baseline)):
-        out[f"{name}_accuracy"] = _accuracy(_confusion(df, "segment", "true"), mapping)
-        out[f"{name}_accuracy_unlabelled"] = _accuracy(
-            _confusion(df.filter(F.col("survey").isNull()), "segment", "true"), mapping)
+    for name, pred in predictions.items():
+        labelled = F.col("survey").isNotNull().alias("labelled")
+        conf = _confusion(pred.join(truth, "user_id").join(survey, "user_id", "left")
+                          .select("segment", "true", labelled), "segment", "true", split="labelled")
+        out[f"{name}_accuracy"] = _accuracy(conf.sum(axis=0), mapping)
+        out[f"{name}_accuracy_unlabelled"] = _accuracy(conf[0], mapping)
     return out
 
 

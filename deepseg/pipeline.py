@@ -24,6 +24,7 @@ incomplete and ignored).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -31,7 +32,6 @@ import logging
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +63,8 @@ __all__ = [
     "current_features",
     "features_job",
     "load_trained",
+    "model_versions",
+    "new_run_id",
     "refresh_job",
     "score_job",
     "survey_job",
@@ -142,17 +144,15 @@ def survey_job(spark: "SparkSession", cfg: Config) -> SurveySegmentation:
                 cfg.data.table_path("survey_invitations"), _meta("survey", run_id))
     segments, info = segment_answers(responses, s.method, s.n_segments, s.k_range, s.seed, s.max_iter,
                                      s.questions, s.n_init)
-    survey_meta = {"n_segments": info.n_segments, "method": info.method, "criterion": info.criterion,
-                   "scores": {str(k): v for k, v in info.scores.items()}, "sizes": info.sizes}
     write_table(segments.withColumn("run_id", F.lit(run_id)), cfg.data.table_path("survey_segments"),
-                _meta("survey", run_id, survey=survey_meta))
+                _meta("survey", run_id, survey=dataclasses.asdict(info)))
     log.info("survey: %s chose %d segments (%s %s), sizes %s", info.method, info.n_segments,
              info.criterion, {k: round(v, 4) for k, v in info.scores.items()}, info.sizes)
     return info
 
 
 # ------------------------------------------------------------------ train
-@dataclass
+@dataclasses.dataclass
 class TrainedModel:
     """One model version: the fitted model, its metadata and drift profile, its feature pipeline."""
 
@@ -323,25 +323,27 @@ def refresh_job(spark: "SparkSession", cfg: Config, now: datetime | None = None)
     index against the model's training population) or the model is due; then audiences."""
     now, r = now or utcnow(), cfg.refresh
     trained = load_trained(cfg, cfg.scoring.model_version)
+    ref = trained.profile
     features = current_features(spark, cfg, trained.pipeline).persist()
     try:
-        ref = trained.profile
         feature_psi = refresh.population_stability_index(
             ref["features"]["shares"], refresh.binned_shares(features, "features", ref["features"]["edges"]))
-        reasons = refresh.retrain_reasons(feature_psi, None, r.drift_threshold, trained.trained_at, now,
-                                          r.retrain_every_days, trained.metadata.get("feature_names"))
+        reasons = [refresh.drift_reason("feature", feature_psi, r.drift_threshold,
+                                        trained.metadata.get("feature_names")),
+                   refresh.schedule_reason(trained.trained_at, now, r.retrain_every_days)]
         propensity_psi = None
-        if not reasons:
+        if not any(reasons):
             scored = _score(spark, cfg, trained, features, only_changed=True)
             segments = read_table(spark, cfg, "user_segments")
-            current = segments.filter(segments.model_version == trained.version)
             propensity_psi = refresh.population_stability_index(
                 ref["propensities"]["shares"],
-                refresh.binned_shares(current, "propensities", ref["propensities"]["edges"]))
-            reasons = refresh.retrain_reasons(np.zeros(0), propensity_psi, r.drift_threshold,
-                                              trained.trained_at, now, None)
+                refresh.binned_shares(segments.filter(segments.model_version == trained.version),
+                                      "propensities", ref["propensities"]["edges"]))
+            reasons.append(refresh.drift_reason("propensity", propensity_psi, r.drift_threshold,
+                                                [f"segment {i}" for i in range(len(propensity_psi))]))
     finally:
         features.unpersist()
+    reasons = [reason for reason in reasons if reason]
     out = {"model_version": trained.version, "max_feature_psi": float(feature_psi.max()),
            "max_propensity_psi": None if propensity_psi is None else float(propensity_psi.max()),
            "retrain_reasons": reasons}

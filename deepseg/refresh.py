@@ -25,7 +25,8 @@ __all__ = [
     "population_stability_index",
     "profile",
     "quantile_edges",
-    "retrain_reasons",
+    "drift_reason",
+    "schedule_reason",
     "uniform_edges",
 ]
 
@@ -82,19 +83,16 @@ def population_stability_index(expected, actual) -> np.ndarray:
     return np.sum((a - e) * np.log(a / e), axis=-1)
 
 
-def retrain_reasons(feature_psi: np.ndarray, propensity_psi: np.ndarray | None, threshold: float,
-                    trained_at: datetime, now: datetime, every_days: int | None,
-                    feature_names: list[str] | None = None) -> list[str]:
-    """Why to retrain now (empty: no need): drifted features/propensities, or the schedule."""
-    reasons = []
-    if len(feature_psi) and feature_psi.max() > threshold:
-        worst = int(np.argmax(feature_psi))
-        name = feature_names[worst] if feature_names else f"#{worst}"
-        reasons.append(f"feature drift: PSI {feature_psi.max():.3f} > {threshold} ({name})")
-    if propensity_psi is not None and len(propensity_psi) and propensity_psi.max() > threshold:
-        reasons.append(f"propensity drift: PSI {propensity_psi.max():.3f} > {threshold} "
-                       f"(segment {int(np.argmax(propensity_psi))})")
-    if every_days is not None and (now - trained_at).total_seconds() >= every_days * 86400:
-        reasons.append(f"schedule: model trained {(now - trained_at).days} days ago "
-                       f"(retrain every {every_days})")
-    return reasons
+def drift_reason(kind: str, psi: np.ndarray, threshold: float, names: list[str] | None = None) -> str | None:
+    """Why to retrain when the largest of `psi` (one per feature/segment) exceeds `threshold`."""
+    if not len(psi) or psi.max() <= threshold:
+        return None
+    worst = int(np.argmax(psi))
+    return f"{kind} drift: PSI {psi.max():.3f} > {threshold} ({names[worst] if names else f'#{worst}'})"
+
+
+def schedule_reason(trained_at: datetime, now: datetime, every_days: int | None) -> str | None:
+    """Why to retrain when the model is `every_days` old (never when None)."""
+    if every_days is None or (now - trained_at).total_seconds() < every_days * 86400:
+        return None
+    return f"schedule: model trained {(now - trained_at).days} days ago (retrain every {every_days})"

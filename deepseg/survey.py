@@ -106,8 +106,8 @@ def _fit(answers, method: str, k: int, seed: int, max_iter: int, n_init: int):
 
     params = dict(k=k, maxIter=max_iter, featuresCol=_ANSWERS, predictionCol="_cluster")
     if method == "kmeans":
-        # 5 k-means|| rounds instead of 2: fewer poor starts (on the demo's survey, 55% of single
-        # starts reach the best optimum for c=5 instead of 17%); still, keep the best of n_init.
+        # On the demo's survey a single start often stopped in a poor optimum, which silhouette
+        # then scored low: 5 k-means|| rounds (default 2) and n_init restarts make that rare.
         fits = [KMeans(seed=seed + i, initSteps=5, **params).fit(answers) for i in range(n_init)]
         return min(fits, key=lambda m: m.summary.trainingCost)
     fits = [GaussianMixture(seed=seed + i, **params).fit(answers) for i in range(n_init)]

@@ -5,7 +5,7 @@
 # MAGIC user segments -> audiences, then accuracy against the generator's ground truth.
 # MAGIC
 # MAGIC Parameters are widgets on Databricks; locally run
-# MAGIC `python notebooks/quickstart.py [--users 5000] [--conf conf/local.yaml] [--root DIR]`
+# MAGIC `python notebooks/quickstart.py [--users 20000] [--conf conf/local.yaml] [--root DIR]`
 # MAGIC (or set `DEEPSEG_USERS`, `DEEPSEG_CONF`, `DEEPSEG_ROOT`).
 
 # COMMAND ----------
@@ -52,7 +52,7 @@ from deepseg.spark.session import get_spark  # noqa: E402
 
 default_conf = "conf/databricks.yaml" if "DATABRICKS_RUNTIME_VERSION" in os.environ else "conf/local.yaml"
 conf_path = repo_root() / param("conf", default_conf)
-users = int(param("users", "5000"))
+users = int(param("users", "20000"))
 root = param("root", "")
 cfg = load_config(conf_path, {"data": {"root": root}} if root else None)
 spark = get_spark(cfg.spark.app_name, cfg.spark.master, dict(cfg.spark.conf))

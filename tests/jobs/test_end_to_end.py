@@ -175,17 +175,36 @@ def test_refresh_without_drift_does_not_retrain(spark, cfg, run):
     assert model_versions(cfg) == [run.trained.version]
 
 
+@spark_test
+def test_refresh_on_schedule_retrains_and_rescores_everyone(spark, cfg, run):
+    from deepseg.pipeline import model_versions, refresh_job
+
+    commits = len(_history(spark, cfg, "user_segments"))
+    out = refresh_job(spark, cfg, now=run.trained.trained_at + timedelta(days=cfg.refresh.retrain_every_days))
+    assert [r.split(":")[0] for r in out["retrain_reasons"]] == ["schedule"]
+    versions = model_versions(cfg)
+    assert len(versions) == 2 and versions[0] == run.trained.version and out["model_version"] == versions[1]
+    assert out["scored"] == cfg.generate.n_users
+    segments = _table(spark, cfg, "user_segments")
+    assert {r.model_version for r in segments.select("model_version").distinct().collect()} == {versions[1]}
+    assert segments.count() == cfg.generate.n_users
+    assert [h.operation for h in _history(spark, cfg, "user_segments")[commits:]] == ["MERGE"]
+    assert [h.operation for h in _history(spark, cfg, "features")] == ["WRITE", "WRITE"]
+
+
 def test_population_stability_index_and_retrain_reasons():
     from datetime import datetime
 
-    from deepseg.refresh import population_stability_index, retrain_reasons
+    from deepseg.refresh import drift_reason, population_stability_index, schedule_reason
 
     same = np.full((3, 4), 0.25)
     np.testing.assert_allclose(population_stability_index(same, same), 0.0)
     shifted = np.array([[0.1, 0.2, 0.3, 0.4]])
     expected = np.sum((shifted - 0.25) * np.log(shifted / 0.25))
     np.testing.assert_allclose(population_stability_index(same[:1], shifted), [expected])
+    assert drift_reason("feature", np.array([0.01, 0.05]), 0.2) is None
+    assert drift_reason("feature", np.array([0.01, 0.5]), 0.2, ["a", "b"]) == "feature drift: PSI 0.500 > 0.2 (b)"
     t0 = datetime(2025, 1, 1)
-    assert retrain_reasons(np.array([0.01, 0.05]), np.array([0.02]), 0.2, t0, t0 + timedelta(days=3), 30) == []
-    reasons = retrain_reasons(np.array([0.01, 0.5]), None, 0.2, t0, t0 + timedelta(days=31), 30, ["a", "b"])
-    assert reasons[0].startswith("feature drift: PSI 0.500 > 0.2 (b)") and reasons[1].startswith("schedule")
+    assert schedule_reason(t0, t0 + timedelta(days=3), 30) is None
+    assert schedule_reason(t0, t0 + timedelta(days=300), None) is None
+    assert schedule_reason(t0, t0 + timedelta(days=31), 30).startswith("schedule: model trained 31 days ago")
