@@ -6,23 +6,10 @@
 runtime provides Delta, so no --jars.)
 """
 
-import argparse
-import logging
+import sys
 
-from deepseg.config import load_config
-from deepseg.pipeline import refresh_job
-from deepseg.spark.session import get_spark
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--conf", required=True, help="conf/<env>.yaml (merged onto conf/base.yaml)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    cfg = load_config(args.conf)
-    spark = get_spark(cfg.spark.app_name, cfg.spark.master, dict(cfg.spark.conf))
-    print(refresh_job(spark, cfg))
-
+from deepseg.cli import main
 
 if __name__ == "__main__":
-    main()
+    # the `deepseg refresh` command: --conf, Spark session, one pipeline call, JSON result
+    sys.exit(main(["refresh", *sys.argv[1:]]))

@@ -6,24 +6,10 @@
 runtime provides Delta, so no --jars.)
 """
 
-import argparse
-import logging
+import sys
 
-from deepseg.config import load_config
-from deepseg.pipeline import train_job
-from deepseg.spark.session import get_spark
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--conf", required=True, help="conf/<env>.yaml (merged onto conf/base.yaml)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    cfg = load_config(args.conf)
-    spark = get_spark(cfg.spark.app_name, cfg.spark.master, dict(cfg.spark.conf))
-    trained = train_job(spark, cfg)
-    print(trained.version, trained.path)
-
+from deepseg.cli import main
 
 if __name__ == "__main__":
-    main()
+    # the `deepseg train` command: --conf, Spark session, one pipeline call, JSON result
+    sys.exit(main(["train", *sys.argv[1:]]))
