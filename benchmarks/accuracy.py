@@ -53,7 +53,25 @@ def _methods():
         "logreg": lambda seed: LogisticRegression(max_iter=1000),
         "self-training": lambda seed: SelfTrainingNet(random_state=seed),
         "deep-lp": lambda seed: DeepLabelPropagation(random_state=seed),
+        **_experimental_methods(),
     }
+
+
+def _experimental_methods() -> dict:
+    """'x-<name>' for each prototype of benchmarks/experiments/validate.py (VariantClassifier)."""
+    from benchmarks.experiments.validate import VARIANTS
+    from benchmarks.experiments.variants import VariantClassifier
+
+    return {
+        f"x-{name}": (lambda seed, p=params, o=opts: VariantClassifier(opts=o, random_state=seed, **p))
+        for name, (params, opts) in VARIANTS.items()
+    }
+
+
+def _experimental_names() -> list[str]:
+    from benchmarks.experiments.validate import VARIANTS
+
+    return [f"x-{name}" for name in VARIANTS]
 
 
 METHOD_NAMES = (
@@ -175,6 +193,8 @@ def plot(summary: dict, path: str) -> None:
     rows = -(-len(names) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
     colours = dict(zip(METHOD_NAMES, plt.get_cmap("tab10").colors))
+    for i, m in enumerate(sorted({m for d in summary.values() for m in d} - set(colours))):
+        colours[m] = plt.get_cmap("Dark2").colors[i % 8]
     for ax, ds in zip(axes.flat, names):
         for m, s in summary[ds].items():
             if "accuracy_per_iteration" in s:
@@ -233,7 +253,8 @@ def report(summary: dict, meta: dict, path: str, plot_path: str | None) -> None:
         "",
         "Methods:",
         "",
-        *[f"- **{m}**: {DESCRIPTIONS[m]}" for m in meta["methods"]],
+        *[f"- **{m}**: {DESCRIPTIONS.get(m, 'prototype variant, see benchmarks/experiments/validate.py')}"
+          for m in meta["methods"]],
         "",
     ]
     for ds, by_method in summary.items():
@@ -280,7 +301,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="2 seeds (unless --seeds is given)")
     parser.add_argument("--seeds", type=parse_seeds, default=None, help="a count N (seeds 0..N-1) or a list 0,3,7")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=list(METHOD_NAMES))
+    parser.add_argument("--methods", nargs="+", default=list(METHOD_NAMES),
+                        choices=list(METHOD_NAMES) + _experimental_names(),
+                        help="x-<name>: a prototype variant of benchmarks/experiments/validate.py")
     parser.add_argument("--jobs", type=int, default=1, choices=(1, 2), help="worker processes (seeds in parallel)")
     parser.add_argument("--report", default=os.path.join(ROOT, "BENCHMARKS.md"))
     parser.add_argument("--plot", default=os.path.join(ROOT, "benchmarks", "accuracy_per_iteration.png"))
