@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import shutil
+import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
 
-__all__ = ["AUDIENCE_COLUMNS", "build_audiences", "export_csv"]
+__all__ = ["AUDIENCE_COLUMNS", "build_audiences", "export_csv", "export_stamp"]
+
+#: File in an export folder naming what it was exported from (e.g. a table version).
+EXPORT_STAMP = "_deepseg_export.json"
 
 AUDIENCE_COLUMNS = ("segment", "rank", "user_id", "propensity", "content_id", "model_version",
                     "run_id", "created_at")
@@ -46,8 +55,58 @@ def build_audiences(user_segments: "DataFrame", *, top_k: int | None = None,
         F.lit(run_id).cast("string").alias("run_id"), F.current_timestamp().alias("created_at"))
 
 
-def export_csv(audiences: "DataFrame", directory: str) -> str:
-    """Write one CSV file per segment (``<directory>/segment=<s>/part-*.csv``, with header)."""
-    (audiences.drop("run_id", "created_at").repartition("segment")
-     .write.mode("overwrite").option("header", True).partitionBy("segment").csv(directory))
+def export_csv(audiences: "DataFrame", directory: str, stamp: Mapping | None = None) -> str:
+    """Write one CSV file per segment (``<directory>/segment=<s>/part-*.csv``, with header), and
+    `stamp` (e.g. the table and version exported) to ``<directory>/_deepseg_export.json``.
+
+    The files are written to a fresh sibling folder, then swapped in by renames: `directory`
+    holds the previous export or the new one, never a partial one. Exports of one directory run
+    one at a time (a lock file beside it); leftovers of a killed export (``.<name>.tmp-*``,
+    ``.<name>.old-*``) are removed by the next one. `directory` is a local or FUSE-mounted path
+    (``/dbfs/...``, ``/Volumes/...``).
+    """
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex[:12]
+    staged, old = (target.parent / f".{target.name}.{kind}-{token}" for kind in ("tmp", "old"))
+    with _export_lock(target):
+        olds = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for leftover in olds:  # newest first
+            if not target.exists():  # killed between the two renames: put the last export back
+                os.rename(leftover, target)
+            else:
+                shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in target.parent.glob(f".{target.name}.tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        try:
+            (audiences.drop("run_id", "created_at").repartition("segment")
+             .write.option("header", True).partitionBy("segment").csv(str(staged)))
+            (staged / EXPORT_STAMP).write_text(json.dumps(dict(stamp or {}), default=str))
+            if target.exists():
+                os.rename(target, old)
+            os.rename(staged, target)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
     return directory
+
+
+def export_stamp(directory: str) -> dict | None:
+    """The `stamp` of the export in `directory` (None: no complete export there)."""
+    try:
+        return json.loads((Path(directory) / EXPORT_STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def _export_lock(target: Path):
+    """An exclusive lock on ``.<name>.lock`` beside `target` (none where the file system has no locks)."""
+    import fcntl
+
+    with open(target.parent / f".{target.name}.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError:  # e.g. some FUSE mounts
+            pass
+        yield

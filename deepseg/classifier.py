@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -215,9 +216,19 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
-        """Fit on X with labels y, where y == -1 marks unlabelled points."""
+        """Fit on X with labels y, where y == -1 marks unlabelled points.
+
+        Raises ValueError for NaN or ±inf in X or y and for labelled points of fewer than two
+        classes. Without any unlabelled point it warns (UserWarning) and fits anyway: the
+        supervised start, retrained on the labelled points (scikit-learn's API, and its
+        common checks, expect a classifier to fit fully labelled data).
+        """
         X, y = validate_data(self, X, y, dtype=np.float32, ensure_min_samples=2)
         labelled, self.classes_, y_idx = split_semi_supervised(y)
+        if labelled.all():
+            warnings.warn(f"{type(self).__name__}: y has no unlabelled point (y == -1), so nothing is "
+                          f"learnt from unlabelled data: the supervised network, retrained on the "
+                          f"{len(y)} labelled points", UserWarning, stacklevel=3)
         config = self.to_config()
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         self.model_ = fit_deep_segmentation(

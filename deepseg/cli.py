@@ -3,11 +3,17 @@
     deepseg generate  [--users N]        synthetic users, events, survey answers, truth -> Delta
     deepseg features                     users + events -> features (+ fitted feature pipeline)
     deepseg survey                       invitations; survey answers -> survey_segments
-    deepseg train                        features + survey_segments -> models/<version>/
+    deepseg train     [--resume]         features + survey_segments -> models/<version>/
     deepseg score     [--all]            -> user_segments (MERGE on user_id)
     deepseg audiences                    user_segments -> audiences (+ CSV)
     deepseg refresh                      nightly: score new/changed users, retrain on drift/schedule
     deepseg demo      [--users 100000] [--out DIR]   all of the above on local Spark + report.html
+
+Exit status: 0 done; 2 bad configuration, missing or invalid input table, incompatible model,
+or a --resume checkpoint from other data or settings (one line on stderr naming the key, table,
+column and value; no table or model was written);
+3 lost a table commit to a concurrent run, after retries (nothing written; rerun); 1 anything
+else (with its traceback).
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ def _survey(spark, cfg, args):
 
 
 def _train(spark, cfg, args):
-    trained = pipeline.train_job(spark, cfg)
+    trained = pipeline.train_job(spark, cfg, resume=args.resume)
     return {"model_version": trained.version, "path": trained.path}
 
 
@@ -71,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--users", type=int, default=None, help="number of synthetic users")
         if name == "score":
             p.add_argument("--all", action="store_true", help="rescore every user")
+        if name == "train":
+            p.add_argument("--resume", action="store_true",
+                           help="continue a killed run from its last checkpoint (same result as an "
+                                "uninterrupted run); starts over if there is none")
         if name == "demo":
             p.add_argument("--out", default=None, help="data folder (default: data.root of --conf)")
             p.add_argument("--no-report", action="store_true", help="skip report.html")
@@ -83,6 +93,9 @@ def main(argv=None) -> int:
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
     from deepseg.config import ConfigError, load_config
+    from deepseg.core.checkpoint import CheckpointMismatchError
+    from deepseg.tables import ConcurrentWriteError
+    from deepseg.validate import InputError
 
     try:
         if args.command == "demo":
@@ -94,9 +107,15 @@ def main(argv=None) -> int:
         spark = _spark(cfg)
         with pipeline.timed(args.command):
             result = STAGES[args.command](spark, cfg, args)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, InputError, FileNotFoundError, CheckpointMismatchError) as e:
+        # Expected errors (bad configuration, bad or missing input, incompatible model): one line
+        # naming the key/table/column/value, exit status 2, nothing written. Anything else is a
+        # bug or an infrastructure failure: its traceback propagates (exit status 1).
         print(f"deepseg {args.command}: {e}", file=sys.stderr)
         return 2
+    except ConcurrentWriteError as e:  # another run committed first; this one wrote nothing
+        print(f"deepseg {args.command}: {e}; rerun", file=sys.stderr)
+        return 3
     print(json.dumps(result, indent=1, default=str))
     return 0
 

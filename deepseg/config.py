@@ -34,10 +34,13 @@ from sklearn.utils._param_validation import (
     validate_parameter_constraints,
 )
 
-__all__ = ["Config", "ConfigError", "load_config", "config_to_dict", "IDENTIFIER"]
+__all__ = ["Config", "ConfigError", "load_config", "config_to_dict", "IDENTIFIER", "MODEL_VERSION"]
 
-#: Table and column names: plain SQL identifiers, safe to splice into SQL and paths.
+#: Table and column names: plain SQL identifiers, safe to splice into SQL and paths (checked with
+#: ``fullmatch``: ``$`` alone would let a trailing newline through).
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Model version folder names (``20250101T000000-abc123``): no separators, no "..".
+MODEL_VERSION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _POSITIVE_INT = [Interval(Integral, 1, None, closed="left")]
 
 
@@ -136,6 +139,10 @@ class EventSpec:
             values = getattr(self, k)
             if not values or not all(isinstance(v, str) and v for v in values):
                 raise ConfigError(f"features.events.{k} must be a non-empty list of strings, got {values!r}")
+            slugs = [re.sub(r"\W", "_", v) for v in values]  # feature columns are named by these
+            if len(set(slugs)) != len(slugs):
+                raise ConfigError(f"features.events.{k} values must differ in their letters, digits "
+                                  f"and underscores (they name feature columns), got {list(values)!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,12 +153,13 @@ class FeatureSpec:
     categorical: tuple[str, ...]
     encoding: str  # onehot | index
     signup_date: str | None  # gives account_age_days (None: no such feature)
+    non_finite: str  # null/NaN/±inf in a numeric input: impute (the mean; counts logged) | reject
     events: EventSpec
 
     _constraints: ClassVar[dict] = {
         "reference_date": [str, date, None], "numeric": [list], "log1p": [list],
         "categorical": [list], "encoding": [StrOptions({"onehot", "index"})],
-        "signup_date": [str, None],
+        "signup_date": [str, None], "non_finite": [StrOptions({"impute", "reject"})],
     }
 
     def __post_init__(self):
@@ -212,25 +220,34 @@ class SurveySettings:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingSettings:
-    """``seed`` plus any :class:`DeepSegmentationClassifier` parameter (its defaults otherwise)."""
+    """``seed``, ``min_labelled_per_segment`` (the train job refuses a survey with a segment of
+    fewer labelled users) plus any :class:`DeepSegmentationClassifier` parameter (its defaults
+    otherwise)."""
 
     seed: int
     params: Mapping[str, Any]
+    min_labelled_per_segment: int = 5
+
+    #: Keys that are job settings, not classifier parameters.
+    JOB_KEYS: ClassVar[tuple[str, ...]] = ("seed", "min_labelled_per_segment")
 
     @classmethod
     def from_mapping(cls, data: Mapping, prefix: str) -> "TrainingSettings":
         from deepseg.classifier import DeepSegmentationClassifier as Clf
 
-        allowed = ["seed"] + [k for k in Clf().get_params() if k != "random_state"]
+        allowed = [*cls.JOB_KEYS] + [k for k in Clf().get_params() if k != "random_state"]
         _check_keys(data, allowed, prefix)
-        params = {k: v for k, v in data.items() if k != "seed"}
+        params = {k: v for k, v in data.items() if k not in cls.JOB_KEYS}
         constraints = {f"{prefix}.{k}": Clf._parameter_constraints[k] for k in params}
         constraints[f"{prefix}.seed"] = [Interval(Integral, 0, None, closed="left")]
+        constraints[f"{prefix}.min_labelled_per_segment"] = _POSITIVE_INT
+        minimum = data.get("min_labelled_per_segment", cls.min_labelled_per_segment)
         _validate(constraints, {f"{prefix}.{k}": v for k, v in data.items()} | {
-            f"{prefix}.seed": data.get("seed", 0)})
+            f"{prefix}.seed": data.get("seed", 0), f"{prefix}.min_labelled_per_segment": minimum})
         if "l2" in params:
             params["l2"] = tuple(params["l2"])
-        settings = cls(seed=int(data.get("seed", 0)), params=MappingProxyType(params))
+        settings = cls(seed=int(data.get("seed", 0)), params=MappingProxyType(params),
+                       min_labelled_per_segment=int(minimum))
         try:
             settings.deepseg_config  # noqa: B018 - let to_config check what constraints cannot
         except ValueError as e:
@@ -256,6 +273,11 @@ class ScoringSettings:
 
     _constraints: ClassVar[dict] = {"only_changed": ["boolean"], "model_version": [str, None]}
 
+    def __post_init__(self):
+        if self.model_version is not None and not MODEL_VERSION.fullmatch(self.model_version):
+            raise ConfigError(f"scoring.model_version must be a model version folder name matching "
+                              f"{MODEL_VERSION.pattern}, got {self.model_version!r}")
+
 
 @dataclasses.dataclass(frozen=True)
 class AudienceSettings:
@@ -272,6 +294,7 @@ class AudienceSettings:
     }
 
     def __post_init__(self):
+        _check_relative_path(self.export_dir, "audiences.export_dir")
         if self.top_k is None and self.threshold is None:
             raise ConfigError("audiences: set top_k, threshold or both (both are null)")
         for seg, content in self.content.items():
@@ -365,7 +388,8 @@ def config_to_dict(cfg: Config) -> dict:
 
     def plain(v):
         if isinstance(v, TrainingSettings):
-            return {"seed": v.seed, **plain(v.params)}
+            return {"seed": v.seed, "min_labelled_per_segment": v.min_labelled_per_segment,
+                    **plain(v.params)}
         if dataclasses.is_dataclass(v):
             return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v) if f.name != "sources"}
         if isinstance(v, Mapping):
@@ -394,8 +418,16 @@ def _check_keys(data: Mapping, valid, prefix: str) -> None:
 
 
 def _check_identifier(value, key: str) -> None:
-    if not isinstance(value, str) or not IDENTIFIER.match(value):
+    if not isinstance(value, str) or not IDENTIFIER.fullmatch(value):
         raise ConfigError(f"{key} must be an identifier matching {IDENTIFIER.pattern}, got {value!r}")
+
+
+def _check_relative_path(value, key: str) -> None:
+    """A relative path of identifier-like parts: it cannot leave ``data.root``."""
+    parts = value.split("/") if isinstance(value, str) else []
+    if not parts or not all(MODEL_VERSION.fullmatch(p) for p in parts):
+        raise ConfigError(f"{key} must be a relative path of names matching {MODEL_VERSION.pattern} "
+                          f"(no '..', no leading '/'), got {value!r}")
 
 
 def _validate(constraints: dict, params: dict) -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "aggregate_users",
+    "feature_columns",
     "feature_names",
     "fit_feature_pipeline",
     "transform_features",
@@ -51,16 +52,22 @@ def aggregate_users(users: "DataFrame", events: "DataFrame", spec: "FeatureSpec"
     Users without events get zero counts, a null mean duration (imputed by the pipeline) and
     recency = active span = account age (or null without ``signup_date``). Recency is measured
     from ``spec.reference_date``, or from the latest event date in `events`.
+
+    Non-finite inputs become missing values: ±inf in a numeric users column turns to null (the
+    pipeline imputes nulls and NaNs with the mean), and an event whose duration is null, NaN or
+    ±inf is left out of its user's mean duration. With ``spec.non_finite == "reject"`` the jobs
+    refuse such inputs before calling this (:func:`deepseg.validate.check_feature_inputs`).
     """
     from pyspark.sql import functions as F
 
     ev = spec.events
+    duration = F.col(ev.duration).cast("double")
     e = events.select(
         "user_id",
         F.to_date(ev.date).alias("_day"),
         F.col(ev.product).alias("_product"),
         F.col(ev.action).alias("_action"),
-        F.col(ev.duration).cast("double").alias("_duration"),
+        F.when(~(F.isnan(duration) | (F.abs(duration) == F.lit(float("inf")))), duration).alias("_duration"),
     )
     per_user = e.groupBy("user_id").agg(
         F.count(F.lit(1)).alias("n_events"),
@@ -82,7 +89,8 @@ def aggregate_users(users: "DataFrame", events: "DataFrame", spec: "FeatureSpec"
            if spec.signup_date else F.lit(None).cast("double"))
     counts = [c for c in _event_columns(spec) if c.startswith("n_")]
     out = [F.col("user_id")]
-    out += [F.col(c) for c in spec.numeric]
+    out += [_finite_or_null(F.col(c)).alias(c) if isinstance(users.schema[c].dataType, _floating())
+            else F.col(c) for c in spec.numeric]
     out += [F.col(c) for c in spec.categorical]
     out += [F.coalesce(F.col(c), F.lit(0)).alias(c) for c in counts]
     out += [
@@ -93,6 +101,24 @@ def aggregate_users(users: "DataFrame", events: "DataFrame", spec: "FeatureSpec"
     if spec.signup_date:
         out.append(age.alias("account_age_days"))
     return joined.select(*out)
+
+
+def _floating():
+    from pyspark.sql import types as T
+
+    return (T.FloatType, T.DoubleType)
+
+
+def _finite_or_null(col):
+    from pyspark.sql import functions as F
+
+    return F.when(F.abs(col) != F.lit(float("inf")), col)  # NaN stays NaN; null, ±inf -> null
+
+
+def feature_columns(spec: "FeatureSpec") -> list[str]:
+    """The columns the features of `spec` come from, in order: the prefix of each
+    :func:`feature_names` entry before ``=`` (a one-hot column has one entry per level)."""
+    return [name for name, _ in _numeric_sql(spec)] + list(spec.categorical)
 
 
 def _numeric_sql(spec: "FeatureSpec") -> list[tuple[str, str]]:

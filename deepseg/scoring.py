@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
 
-__all__ = ["SEGMENT_COLUMNS", "rows_to_score", "score_users"]
+__all__ = ["SEGMENT_COLUMNS", "rows_to_score", "score_users", "stale_users"]
 
 #: Columns of the ``user_segments`` table, in order.
 SEGMENT_COLUMNS = ("user_id", "segment", "propensities", "model_version", "run_id", "scored_at",
@@ -20,6 +20,12 @@ def rows_to_score(features: "DataFrame", scored: "DataFrame", model_version: str
     scored by another model version."""
     current = scored.filter(scored.model_version == model_version).select("user_id", "feature_hash")
     return features.join(current, ["user_id", "feature_hash"], "left_anti")
+
+
+def stale_users(scored: "DataFrame", users: "DataFrame") -> "DataFrame":
+    """``user_id`` of the rows of `scored` (``user_segments``) whose user is no longer in `users`:
+    deleted users, whose segments must go."""
+    return scored.select("user_id").join(users.select("user_id"), "user_id", "left_anti")
 
 
 def score_users(features: "DataFrame", model, *, model_version: str, run_id: str) -> "DataFrame":

@@ -63,13 +63,16 @@ def select_invitations(users: "DataFrame", size: int, sampling: str = "uniform",
 
 
 def check_respondents(responses: "DataFrame", users: "DataFrame") -> None:
-    """Raise if a respondent's ``user_id`` is not in `users`, giving how many are unknown."""
+    """Raise :class:`~deepseg.validate.InputError` (a ValueError) if a respondent's ``user_id``
+    is not in `users`, giving how many are unknown and up to 5 of them (smallest first)."""
+    from deepseg.validate import InputError
+
     unknown = responses.select("user_id").join(users.select("user_id"), "user_id", "left_anti")
-    examples = [r.user_id for r in unknown.limit(5).collect()]
+    examples = [r.user_id for r in unknown.orderBy("user_id").limit(5).collect()]
     if examples:
         n = unknown.count()
-        raise ValueError(f"{n} surveyed user id(s) are not in users (e.g. {examples}): "
-                         f"survey_responses must only hold known users")
+        raise InputError(f"survey_responses: column 'user_id' has {n} value(s) not in users "
+                         f"(e.g. {examples}); survey_responses must only hold known users")
 
 
 @dataclass

@@ -4,23 +4,57 @@ Every write is one Delta commit stamped with job metadata (``userMetadata``: a J
 the job name, ``run_id`` and, where there is one, ``model_version``), so ``DESCRIBE HISTORY``
 tells which run wrote what. Table names come from the configuration (``data.tables``), never
 from code.
+
+Atomicity comes from Delta: a write puts its data files next to the table's, then commits them
+by adding one file to ``_delta_log``. A job killed before that commit leaves the table at its
+previous version (its orphan data files are invisible to readers and removed by ``VACUUM``), and
+a reader always reads one committed version, never a mix of two. Two jobs that commit to the same
+table at the same time are serialised by Delta: the second one fails its commit with a conflict,
+raised here as :class:`ConcurrentWriteError` (see :func:`retry_on_conflict`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
     from deepseg.config import Config
 
-__all__ = ["read_table", "write_table", "merge_segments", "table_exists", "last_commit"]
+__all__ = [
+    "CONFLICT_RETRIES",
+    "ConcurrentWriteError",
+    "last_commit",
+    "merge_segments",
+    "read_table",
+    "retry_on_conflict",
+    "same_rows",
+    "table_exists",
+    "write_table",
+]
+
+log = logging.getLogger("deepseg")
 
 _USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+_DELETE_FLAG = "_deepseg_delete"
+
+#: Times :func:`retry_on_conflict` reruns a step whose commit lost to a concurrent job.
+CONFLICT_RETRIES = 2
+
+T = TypeVar("T")
+
+
+class ConcurrentWriteError(RuntimeError):
+    """Another job committed to the same Delta table while this one was writing to it.
+
+    Nothing of this job's write is in the table (Delta refused the commit); rerunning the job
+    reads the winner's version and redoes only what is still missing.
+    """
 
 
 def table_exists(spark: "SparkSession", path: str) -> bool:
@@ -44,28 +78,71 @@ def write_table(df: "DataFrame", path: str, metadata: Mapping | None = None) -> 
     writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
     if metadata:
         writer = writer.option("userMetadata", _json(metadata))
-    writer.save(path)
+    with _conflicts_raised(path, "overwrite", metadata):
+        writer.save(path)
 
 
 def merge_segments(spark: "SparkSession", df: "DataFrame", path: str,
-                   keys: Iterable[str] = ("user_id",), metadata: Mapping | None = None) -> None:
-    """Upsert `df` into the table at `path` on `keys` in one Delta commit (created if missing).
+                   keys: Iterable[str] = ("user_id",), metadata: Mapping | None = None,
+                   delete: "DataFrame | None" = None) -> None:
+    """Upsert `df` into the table at `path` on `keys`, and delete the rows whose keys are in
+    `delete`, in one Delta commit (the table is created from `df` if missing).
 
-    Rows whose keys match are replaced, others inserted, so merging the same rows twice leaves
-    the same table. `df` must hold each key at most once (Delta refuses ambiguous merges).
+    Rows of `df` whose keys match are replaced, others inserted, so merging the same rows twice
+    leaves the same table; rows matching neither `df` nor `delete` are not rewritten. `df` must
+    hold each key at most once (Delta refuses ambiguous merges) and share no key with `delete`
+    (a DataFrame of the key columns).
     """
     from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
 
+    keys = list(keys)
     if not table_exists(spark, path):
         write_table(df, path, metadata)
         return
+    source = df.withColumn(_DELETE_FLAG, F.lit(False))
+    if delete is not None:
+        source = source.unionByName(delete.select(*keys).withColumn(_DELETE_FLAG, F.lit(True)),
+                                    allowMissingColumns=True)
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    values = {f"`{c}`": f"s.`{c}`" for c in df.columns}
     merge = (DeltaTable.forPath(spark, path).alias("t")
-             .merge(df.alias("s"), condition)
-             .whenMatchedUpdateAll()
-             .whenNotMatchedInsertAll())
-    with _commit_metadata(spark, metadata):
+             .merge(source.alias("s"), condition)
+             .whenMatchedDelete(condition=f"s.`{_DELETE_FLAG}`")
+             .whenMatchedUpdate(set=values)
+             .whenNotMatchedInsert(condition=f"NOT s.`{_DELETE_FLAG}`", values=values))
+    with _commit_metadata(spark, metadata), _conflicts_raised(path, "merge", metadata):
         merge.execute()
+
+
+def retry_on_conflict(step: Callable[[int], T], what: str, retries: int | None = None) -> T:
+    """Run ``step(attempt)``; when its commit loses to a concurrent job, run it again.
+
+    `step` must read the tables it writes afresh on every call, so that a rerun sees the
+    winner's commit and redoes only what is still missing (for scoring: usually nothing). After
+    `retries` reruns (default :data:`CONFLICT_RETRIES`) the last :class:`ConcurrentWriteError`
+    is raised.
+    """
+    retries = CONFLICT_RETRIES if retries is None else retries
+    for attempt in range(retries + 1):
+        try:
+            return step(attempt)
+        except ConcurrentWriteError as e:
+            if attempt == retries:
+                raise ConcurrentWriteError(
+                    f"{what}: gave up after {retries + 1} attempt{'s' if retries else ''}: {e}") from e
+            log.warning("%s: a concurrent job committed first (%s); retrying on its version", what, e)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def same_rows(a: "DataFrame", b: "DataFrame", ignore: Iterable[str] = ()) -> bool:
+    """Whether `a` and `b` hold the same multiset of rows, columns `ignore` left out."""
+    ignore = set(ignore)
+    if set(a.columns) != set(b.columns):
+        return False
+    cols = [c for c in a.columns if c not in ignore]
+    a, b = a.select(*cols), b.select(*cols)
+    return a.exceptAll(b).isEmpty() and b.exceptAll(a).isEmpty()
 
 
 def last_commit(spark: "SparkSession", path: str) -> dict:
@@ -78,8 +155,31 @@ def last_commit(spark: "SparkSession", path: str) -> dict:
 
 
 @contextlib.contextmanager
+def _conflicts_raised(path: str, operation: str, metadata: Mapping | None):
+    """Delta's commit conflicts (ConcurrentAppendException, ...) as :class:`ConcurrentWriteError`."""
+    import delta.exceptions as dx  # importing it also makes PySpark raise these classes
+
+    conflicts = (dx.DeltaConcurrentModificationException, dx.ConcurrentWriteException,
+                 dx.MetadataChangedException, dx.ProtocolChangedException, dx.ConcurrentAppendException,
+                 dx.ConcurrentDeleteReadException, dx.ConcurrentDeleteDeleteException,
+                 dx.ConcurrentTransactionException)
+    try:
+        yield
+    except conflicts as e:
+        job = f" by job {metadata['job']!r} run {metadata.get('run_id')!r}" if metadata and "job" in metadata else ""
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ConcurrentWriteError(
+            f"Delta table {path}: {operation}{job} lost to a concurrent commit and was not applied "
+            f"({type(e).__name__}: {first[:300]})") from e
+
+
+@contextlib.contextmanager
 def _commit_metadata(spark: "SparkSession", metadata: Mapping | None):
-    """MERGE takes no writer options: set the session's commit metadata around it."""
+    """MERGE takes no writer options: set the session's commit metadata around it.
+
+    The setting is per SparkSession: jobs merging from several threads need a session each
+    (``spark.newSession()``).
+    """
     if not metadata:
         yield
         return

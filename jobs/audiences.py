@@ -1,6 +1,6 @@
 """spark-submit entry point: user_segments -> audiences table + CSV export.
 
-    spark-submit --jars "$(ls .jars/*.jar | paste -sd,)" jobs/audiences.py --conf conf/local.yaml
+    .venv/bin/spark-submit jobs/audiences.py --conf conf/local.yaml
 
 (On Databricks, a Python-script task with parameters ["--conf", "conf/databricks.yaml"]; the
 runtime provides Delta, so no --jars.)

@@ -1,6 +1,6 @@
 """spark-submit entry point: users + events -> the features table (and its fitted feature pipeline).
 
-    spark-submit --jars "$(ls .jars/*.jar | paste -sd,)" jobs/features.py --conf conf/local.yaml
+    .venv/bin/spark-submit jobs/features.py --conf conf/local.yaml
 
 (On Databricks, a Python-script task with parameters ["--conf", "conf/databricks.yaml"]; the
 runtime provides Delta, so no --jars.)

@@ -1,6 +1,6 @@
 """spark-submit entry point: score new/changed users; retrain on drift or schedule; audiences.
 
-    spark-submit --jars "$(ls .jars/*.jar | paste -sd,)" jobs/nightly_refresh.py --conf conf/local.yaml
+    .venv/bin/spark-submit jobs/nightly_refresh.py --conf conf/local.yaml
 
 (On Databricks, a Python-script task with parameters ["--conf", "conf/databricks.yaml"]; the
 runtime provides Delta, so no --jars.)

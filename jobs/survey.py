@@ -1,6 +1,6 @@
 """spark-submit entry point: survey invitations; survey answers -> survey_segments.
 
-    spark-submit --jars "$(ls .jars/*.jar | paste -sd,)" jobs/survey.py --conf conf/local.yaml
+    .venv/bin/spark-submit jobs/survey.py --conf conf/local.yaml
 
 (On Databricks, a Python-script task with parameters ["--conf", "conf/databricks.yaml"]; the
 runtime provides Delta, so no --jars.)

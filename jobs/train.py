@@ -1,6 +1,6 @@
 """spark-submit entry point: features + survey_segments -> a new model version under <root>/models/.
 
-    spark-submit --jars "$(ls .jars/*.jar | paste -sd,)" jobs/train.py --conf conf/local.yaml
+    .venv/bin/spark-submit jobs/train.py --conf conf/local.yaml
 
 (On Databricks, a Python-script task with parameters ["--conf", "conf/databricks.yaml"]; the
 runtime provides Delta, so no --jars.)

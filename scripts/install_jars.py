@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Resolve the Delta Lake jars for the installed delta-spark/pyspark into ``.jars/``.
 
-Run once at install time (stdlib only)::
+Run once at install time (stdlib only; ``make setup`` does)::
 
     .venv/bin/python scripts/install_jars.py            # idempotent
     .venv/bin/python scripts/install_jars.py --force    # re-resolve
@@ -10,6 +10,18 @@ Run once at install time (stdlib only)::
 Ivy/Maven resolution happens at run time. Jars that pyspark already ships
 (scala-library, jackson, slf4j, RoaringBitmap, ...) are not copied, so Spark's
 own versions stay the only ones on the classpath.
+
+It also configures the venv's own Spark (the pyspark package is its ``SPARK_HOME``) so that
+a bare ``.venv/bin/spark-submit jobs/train.py --conf conf/local.yaml`` works:
+
+* ``$SPARK_HOME/conf/spark-defaults.conf``: ``spark.jars`` (these jars, absolute paths), the
+  Delta SQL extension and catalog, ``spark.driver.memory``;
+* ``$SPARK_HOME/conf/spark-env.sh``: ``PYSPARK_PYTHON`` = the venv's python, unless set;
+* ``<venv>/bin/spark-distribution`` -> ``$SPARK_HOME``: the venv's ``spark-submit`` looks for
+  its SPARK_HOME with whatever ``python3`` is on the PATH, which need not have pyspark;
+  pyspark's ``find_spark_home.py`` checks this folder next to itself first.
+
+All three only touch the venv; ``--no-spark-conf`` skips them.
 
 Why not just ``spark.jars.packages``: it resolves over the network at every
 session start, and delta-spark's Python release can be ahead of the jars on
@@ -37,8 +49,8 @@ MANIFEST = "MANIFEST.json"
 CENTRAL = "https://repo1.maven.org/maven2"
 
 _PROBE = r"""
-import importlib.metadata as m, json, os
-out = {}
+import importlib.metadata as m, json, os, sys
+out = {"venv": sys.prefix != sys.base_prefix}
 for dist in ("delta-spark", "pyspark"):
     try:
         out[dist] = m.version(dist)
@@ -46,9 +58,10 @@ for dist in ("delta-spark", "pyspark"):
         out[dist] = None
 try:
     import pyspark
-    out["pyspark_jars"] = os.path.join(os.path.dirname(pyspark.__file__), "jars")
+    out["spark_home"] = os.path.dirname(pyspark.__file__)
+    out["pyspark_jars"] = os.path.join(out["spark_home"], "jars")
 except Exception:
-    out["pyspark_jars"] = None
+    out["spark_home"] = out["pyspark_jars"] = None
 print(json.dumps(out))
 """
 
@@ -211,6 +224,52 @@ def _artifact_name(jar: str) -> str:
     return re.sub(r"-\d[^-]*(-[A-Za-z0-9.]+)?\.jar$", "", jar)
 
 
+#: Written into the venv's Spark conf; the same settings as deepseg.spark.session's
+#: DELTA_SPARK_CONF and LOCAL_SPARK_CONF["spark.driver.memory"] (stdlib only here: no import).
+SPARK_DEFAULTS = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    "spark.driver.memory": "2g",
+}
+_GENERATED = "# Written by deepseg's scripts/install_jars.py (make setup); rerun it to update.\n"
+
+
+def write_spark_conf(spark_home: Path, jars: list[Path], python: str, venv: bool = True) -> list[Path]:
+    """Make the venv's ``spark-submit`` run deepseg's jobs with no flags (see the module doc).
+
+    Only in a virtualenv (a system-wide pyspark is left alone), and never over conf files it
+    did not write (a user's own Spark set-up).
+    """
+    if not venv:
+        log(f"{python} is not a virtualenv: its Spark conf is left alone (spark-submit needs --jars)")
+        return []
+    python = os.path.abspath(python)  # the venv's own path: resolving it would leave the venv
+    conf_dir = spark_home / "conf"
+    conf_dir.mkdir(exist_ok=True)
+    defaults = {"spark.jars": ",".join(str(j.resolve()) for j in jars), **SPARK_DEFAULTS}
+    files = {
+        conf_dir / "spark-defaults.conf": _GENERATED + "".join(f"{k} {v}\n" for k, v in defaults.items()),
+        # sourced by bin/load-spark-env.sh (set -a): the driver and the workers use the venv
+        conf_dir / "spark-env.sh": _GENERATED + f'PYSPARK_PYTHON="${{PYSPARK_PYTHON:-{python}}}"\n',
+    }
+    for path, text in files.items():
+        if path.exists() and not path.read_text().startswith(_GENERATED):
+            sys.exit(f"[install_jars] {path} exists and was not written by this script; "
+                     "move it away or pass --no-spark-conf")
+        path.write_text(text)
+        log(f"wrote {path}")
+    link = Path(python).parent / "spark-distribution"
+    if (Path(python).parent / "find_spark_home.py").is_file():
+        if link.is_symlink() or not link.exists():
+            if link.is_symlink():
+                link.unlink()
+            link.symlink_to(spark_home, target_is_directory=True)
+            log(f"linked {link} -> {spark_home}")
+        else:
+            log(f"WARNING: {link} exists and is not a link; left as is")
+    return list(files)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dest", type=Path, default=Path(os.environ.get("DEEPSEG_JARS_DIR", DEFAULT_DEST)))
@@ -218,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method", choices=("auto", "mvn", "ivy"), default="auto")
     ap.add_argument("--coordinate", help="override, e.g. io.delta:delta-spark_4.2_2.13:4.4.0")
     ap.add_argument("--force", action="store_true", help="re-resolve even if up to date")
+    ap.add_argument("--no-spark-conf", dest="spark_conf", action="store_false",
+                    help="leave the venv's Spark conf (spark-defaults.conf, spark-env.sh) alone")
     args = ap.parse_args(argv)
 
     t0 = time.monotonic()
@@ -239,7 +300,10 @@ def main(argv: list[str] | None = None) -> int:
             and old.get("jars") and all((dest / j).is_file() for j in old["jars"])
         )
         if up_to_date:
-            log(f"up to date: {old['coordinate']} ({len(old['jars'])} jars) - nothing to do")
+            log(f"up to date: {old['coordinate']} ({len(old['jars'])} jars)")
+            if args.spark_conf:
+                write_spark_conf(Path(env["spark_home"]), [dest / j for j in old["jars"]], python,
+                                 env["venv"])
             return 0
 
     scala = scala_binary_version(pyspark_jars)
@@ -274,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     log(f"wrote {manifest_path} ({len(keep)} jars) in {time.monotonic() - t0:.1f}s")
+    if args.spark_conf:
+        write_spark_conf(Path(env["spark_home"]), [dest / j.name for j in keep], python, env["venv"])
     return 0
 
 

@@ -112,3 +112,88 @@ def test_config_is_frozen_and_round_trips(tmp_path):
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(config_to_dict(cfg)))
     again = load_config(tmp_path / "base.yaml")
     assert dataclasses.replace(again, sources=cfg.sources) == cfg
+
+
+# ------------------------------------------------------------------ validation and security keys
+def test_validation_keys_defaults_and_round_trip():
+    cfg = load_config(CONF / "local.yaml")
+    assert cfg.features.non_finite == "impute"
+    assert cfg.training.min_labelled_per_segment == 5
+    again = load_config(CONF / "local.yaml", {"features": {"non_finite": "reject"},
+                                              "training": {"min_labelled_per_segment": 20}})
+    assert (again.features.non_finite, again.training.min_labelled_per_segment) == ("reject", 20)
+    assert config_to_dict(again)["training"]["min_labelled_per_segment"] == 20
+    assert "min_labelled_per_segment" not in again.training.params  # not a classifier parameter
+
+
+@pytest.mark.parametrize("overrides, key, value", [
+    ({"features": {"non_finite": "drop"}}, "features.non_finite", "'drop'"),
+    ({"training": {"min_labelled_per_segment": 0}}, "training.min_labelled_per_segment", "0"),
+    ({"training": {"min_labelled_per_segment": 2.5}}, "training.min_labelled_per_segment", "2.5"),
+])
+def test_validation_keys_out_of_range(overrides, key, value):
+    with pytest.raises(ConfigError) as e:
+        load_config(CONF / "local.yaml", overrides)
+    assert f"'{key}'" in str(e.value) and f"Got {value} instead" in str(e.value)
+
+
+def test_unknown_validation_key_suggests_the_closest():
+    with pytest.raises(ConfigError, match=r"unknown key 'training.min_labeled_per_segment' "
+                                          r"\(did you mean 'training.min_labelled_per_segment'\?\)"):
+        load_config(CONF / "local.yaml", {"training": {"min_labeled_per_segment": 3}})
+
+
+_MALICIOUS = ["users; DROP TABLE x", "`users`", "a`b", "x` ; DROP TABLE y; --", "users --", "a b",
+              "../users", "users\n"]
+
+
+@pytest.mark.parametrize("name", _MALICIOUS)
+@pytest.mark.parametrize("overrides, key", [
+    (lambda v: {"data": {"tables": {"users": v}}}, "data.tables.users"),
+    (lambda v: {"data": {"models": v}}, "data.models"),
+    (lambda v: {"features": {"numeric": ["age", v], "log1p": []}}, r"features.numeric\[1\]"),
+    (lambda v: {"features": {"categorical": [v]}}, r"features.categorical\[0\]"),
+    (lambda v: {"features": {"signup_date": v}}, "features.signup_date"),
+    (lambda v: {"features": {"events": {"duration": v}}}, "features.events.duration"),
+    (lambda v: {"survey": {"strata": v}}, "survey.strata"),
+    (lambda v: {"survey": {"questions": ["q1", v]}}, r"survey.questions\[1\]"),
+])
+def test_names_spliced_into_sql_or_paths_must_be_identifiers(overrides, key, name):
+    """Table and column names reach SQL (SQLTransformer statements, MERGE conditions) and paths:
+    only plain identifiers are accepted, so none can inject SQL or leave data.root."""
+    with pytest.raises(ConfigError, match=key + " must be an identifier"):
+        load_config(CONF / "local.yaml", overrides(name))
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"audiences": {"export_dir": "../../etc"}}, "audiences.export_dir must be a relative path"),
+    ({"audiences": {"export_dir": "/tmp/x"}}, "audiences.export_dir must be a relative path"),
+    ({"audiences": {"export_dir": "a/../../b"}}, "audiences.export_dir must be a relative path"),
+    ({"scoring": {"model_version": "../other"}}, "scoring.model_version must be a model version"),
+    ({"scoring": {"model_version": "v1/../../x"}}, "scoring.model_version must be a model version"),
+    ({"features": {"events": {"products": ["a-b", "a_b"]}}}, "features.events.products values must differ"),
+])
+def test_paths_from_the_configuration_stay_inside_data_root(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(CONF / "local.yaml", overrides)
+
+
+def test_event_values_reach_sql_only_as_slugs():
+    """Event product/action values are data, not identifiers: they are compared as literals and
+    name columns only through a slug of word characters, so quotes cannot reach SQL."""
+    from deepseg.features import _numeric_sql
+
+    cfg = load_config(CONF / "local.yaml", {"features": {"events": {"products": ["a`b; DROP TABLE x", "ok"]}}})
+    sql = " ".join(expr for _, expr in _numeric_sql(cfg.features))
+    assert "DROP TABLE x" not in sql and "`a_b__DROP_TABLE_x`" not in sql
+    assert "n_product_a_b__DROP_TABLE_x" in sql
+    assert sql.count("`") % 2 == 0
+
+
+def test_model_directory_config_masks_secret_spark_settings():
+    from deepseg.pipeline import redacted
+
+    cfg = load_config(CONF / "local.yaml", {"spark": {"conf": {"spark.hadoop.fs.azure.account.key.acct": "s3cr3t",
+                                                   "spark.sql.shuffle.partitions": "4"}}})
+    conf = redacted(config_to_dict(cfg))["spark"]["conf"]
+    assert conf == {"spark.hadoop.fs.azure.account.key.acct": "<redacted>", "spark.sql.shuffle.partitions": "4"}

@@ -9,6 +9,7 @@ pseudo-labelled batches for retraining. It never knows which backend it talks to
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Iterator, Protocol, Sequence
@@ -16,6 +17,7 @@ from typing import Callable, ContextManager, Iterator, Protocol, Sequence
 import numpy as np
 import torch
 
+from deepseg.core.checkpoint import Checkpoint, run_fingerprint
 from deepseg.core.embed import NetConfig, SegmentationNet, smooth_labels
 from deepseg.core.ovr import OvRTSVM, fit_ovr_tsvm
 from deepseg.core.pseudo import EMAEnsemble, PseudoLabeler, frozen_copy
@@ -53,6 +55,9 @@ class Backend(Protocol):
     def pseudo_label(self, labeler: Callable[[np.ndarray], np.ndarray]) -> ContextManager[PseudoLabeled]:
         """Apply `labeler` (features -> probabilities) to every unlabelled user."""
 
+    # Optional: `resume_from(iteration)`, called when a run continues from a checkpoint after
+    # `iteration` iterations, for a backend that numbers the iterations itself.
+
 
 @dataclass(frozen=True)
 class DeepSegConfig:
@@ -86,30 +91,67 @@ def fit_deep_segmentation(
     n_classes: int,
     config: DeepSegConfig = DeepSegConfig(),
     seed: int = 0,
+    checkpoint: Checkpoint | str | os.PathLike | None = None,
 ) -> DeepSegResult:
-    """Run Algorithm 1: supervised start, then `n_iter` rounds of embed → TSVM → retrain."""
+    """Run Algorithm 1: supervised start, then `n_iter` rounds of embed → TSVM → retrain.
+
+    `checkpoint` (a :class:`~deepseg.core.checkpoint.Checkpoint`, or a directory: a run that
+    starts over) saves the state after the supervised start and after every iteration; with
+    ``Checkpoint(directory, resume=True)`` a killed run continues from there and returns what
+    an uninterrupted run with the same seed returns.
+    """
+    if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
+        checkpoint = Checkpoint(checkpoint)
     with torch_threads(config.train.num_threads):
-        return _fit(X_l, y_l, backend, n_classes, config, seed)
+        return _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint)
 
 
-def _fit(X_l, y_l, backend, n_classes, config, seed) -> DeepSegResult:
+def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | None = None) -> DeepSegResult:
     torch.manual_seed(seed)
     tc = config.train
     X_l = np.asarray(X_l, dtype=np.float32)
     H = smooth_labels(y_l, n_classes, config.label_smoothing)
     net = SegmentationNet(X_l.shape[1], n_classes, config.net)
     optimizer = make_optimizer(net, tc.learning_rate)
-
-    t0 = time.perf_counter()
-    train_labelled(net, optimizer, X_l, H, tc.supervised_epochs, tc.batch_size, seed)
-    log.info("supervised start: %d labelled users, %d epochs, %.1fs",
-             len(X_l), tc.supervised_epochs, time.perf_counter() - t0)
-    supervised = frozen_copy(net)
-
     sample = np.asarray(backend.sample_unlabeled(config.tsvm_sample_size, seed), dtype=np.float32)
+
+    restored = fingerprint = None
+    if checkpoint is not None:
+        fingerprint = run_fingerprint(X_l, y_l, sample, n_classes, config, seed)
+        if checkpoint.resume:
+            restored = checkpoint.restore(fingerprint, net, optimizer, config.n_iter)
+            if restored is None:
+                log.info("no training checkpoint at %s: starting from the beginning", checkpoint.path)
+        elif checkpoint.exists():
+            log.info("discarding the training checkpoint at %s (not resuming)", checkpoint.path)
+            checkpoint.clear()
+
+    def save(iteration: int) -> None:
+        if checkpoint is not None:
+            checkpoint.save(fingerprint=fingerprint, iteration=iteration, net=net, optimizer=optimizer,
+                            supervised=supervised, snapshots=snapshots, history=history, tsvm=tsvm)
+            log.info("checkpoint: iteration %d saved to %s", iteration, checkpoint.path)
+
+    if restored is None:
+        t0 = time.perf_counter()
+        train_labelled(net, optimizer, X_l, H, tc.supervised_epochs, tc.batch_size, seed)
+        log.info("supervised start: %d labelled users, %d epochs, %.1fs",
+                 len(X_l), tc.supervised_epochs, time.perf_counter() - t0)
+        supervised = frozen_copy(net)
+        start, snapshots, history, tsvm = 0, [], [], None
+    else:
+        supervised, snapshots, history, tsvm = (
+            restored.supervised, restored.snapshots, restored.history, restored.tsvm)
+        start = restored.iteration
+        if hasattr(backend, "resume_from"):
+            backend.resume_from(start)
+        log.info("resumed from the training checkpoint at %s after iteration %d/%d",
+                 checkpoint.path, start, config.n_iter)
+
     set_learning_rate(optimizer, tc.learning_rate * tc.retrain_lr_factor)
-    snapshots, history, tsvm = [], [], None
-    for it in range(1, config.n_iter + 1):
+    if restored is None:
+        save(0)
+    for it in range(start + 1, config.n_iter + 1):
         times = {}
         t = time.perf_counter()
         Z_l, Z_u = embed(net, X_l), embed(net, sample)
@@ -146,6 +188,7 @@ def _fit(X_l, y_l, backend, n_classes, config, seed) -> DeepSegResult:
         log.info("iteration %d/%d: TSVM objective %.4f, g∘f/TSVM agreement %.3f, %s",
                  it, config.n_iter, history[-1]["tsvm_objective"], history[-1]["agreement"],
                  ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
+        save(it)
 
     if not snapshots:
         snapshots.append(supervised)

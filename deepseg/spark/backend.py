@@ -5,11 +5,13 @@ Only data moves here; every number is computed by :mod:`deepseg.core`. The label
 
 * the TSVM sample is a seeded DataFrame sample collected through Arrow;
 * the per-class TSVMs run as one Spark task each;
-* each iteration's pseudo-labels are computed on the executors (broadcast labeller,
-  ``mapInArrow``), grouped into random buckets of about ``batch_rows`` users, packed into one
-  binary value per bucket and persisted; every epoch the driver fetches the buckets one at a
-  time (one single-task job each, the next one prefetched while it trains), in a seeded order,
-  and shuffles inside each bucket.
+* each iteration's pseudo-labels are computed on the executors where the users are (broadcast
+  labeller, ``mapInArrow``: one Arrow pass, the cost floor of any Python work on the table);
+  each task groups its users into random buckets of about ``batch_rows`` users and emits them
+  as packed float32 bytes, so the shuffle that gathers bucket b into partition b moves a few
+  large binary values, not rows; the result is persisted. Every epoch the driver fetches the
+  buckets one at a time (one single-task job each, the next one prefetched while it trains),
+  in a seeded order, and shuffles inside each bucket.
 
 Randomly bucketing (a seeded hash of a row id, new each iteration) then shuffling each bucket is
 Rao's two-pass shuffle: each epoch's order is a uniformly random permutation, as in the in-memory
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from dataclasses import replace
 from functools import partial
 from typing import Callable, Iterator, Sequence
@@ -123,56 +126,142 @@ def _storage_level():
 # ---------------------------------------------------------------------------------------------
 # Executor-side functions (module level: pickled by reference)
 
-_PACKED_SCHEMA = "bucket int, n int, d int, c int, x binary, p binary"
+_PACKED_SCHEMA = "bucket int, key int, n int, d int, c int, ids binary, x binary, p binary"
+_PACKED_NAMES = ["bucket", "key", "n", "d", "c", "ids", "x", "p"]
+#: Rows a pseudo-labelling task gathers before it emits them grouped by bucket (bounds its memory).
+FLUSH_ROWS = 131072
 
 
-def _label_and_pack(batches: Iterator[pa.RecordBatch], labeler_bc, n_features: int | None,
-                    max_rows: int, column: str = "features") -> Iterator[pa.RecordBatch]:
-    """One bucket: sort its users by row id (fetch order is not deterministic), apply the
-    labeller, emit the features and probabilities as raw float32 bytes, <= max_rows per row."""
-    from pyspark import TaskContext
+def bucket_of(row_id: np.ndarray, n_buckets: int, seed: int) -> np.ndarray:
+    """Seeded random bucket per row id (splitmix64 of id and seed): independent, uniform."""
+    z = row_id.astype(np.uint64) + np.uint64((seed + 1) * 0x9E3779B97F4A7C15 % 2**64)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return (z % np.uint64(n_buckets)).astype(np.int32)
 
-    ids, feats = [], []
-    for batch in batches:
-        if batch.num_rows:
-            ids.append(batch.column(ROW_ID).to_numpy())
-            feats.append(arrow_matrix(batch.column(FEATURES), n_features, column))
-    if not ids:
-        return
-    row_id = np.concatenate(ids)
-    X = np.concatenate(feats) if len(feats) > 1 else feats[0]
-    X = np.ascontiguousarray(X[np.argsort(row_id, kind="stable")])
+
+def _murmur3_int(value: int, seed: int = 42) -> int:
+    """Spark's Murmur3 hash of an int column (``F.hash``, and what hash partitioning uses)."""
+    m = 0xFFFFFFFF
+
+    def rotl(x, r):
+        return ((x << r) | (x >> (32 - r))) & m
+
+    h = rotl(seed ^ (rotl((value & m) * 0xCC9E2D51 & m, 15) * 0x1B873593 & m), 13)
+    h = (h * 5 + 0xE6546B64) & m
+    h ^= 4
+    h = ((h ^ (h >> 16)) * 0x85EBCA6B) & m
+    h = ((h ^ (h >> 13)) * 0xC2B2AE35) & m
+    h ^= h >> 16
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def partition_keys(n: int) -> list[int]:
+    """keys[b]: an int that ``repartition(n, key)`` sends to partition b (Spark hash-partitions
+    by pmod(Murmur3(key, 42), n)), so that partition b holds exactly bucket b."""
+    keys: list[int | None] = [None] * n
+    found, value = 0, 0
+    while found < n:
+        b = _murmur3_int(value) % n
+        if keys[b] is None:
+            keys[b], found = value, found + 1
+        value += 1
+    return keys  # type: ignore[return-value]
+
+
+def _binary(values: np.ndarray, offsets_rows: np.ndarray) -> pa.Array:
+    """Rows [offsets[i], offsets[i+1]) of a C-contiguous array as one binary value each (no copy)."""
+    row_bytes = values.itemsize * (values.shape[1] if values.ndim > 1 else 1)
+    offsets = pa.py_buffer((offsets_rows * row_bytes).astype(np.int32))
+    return pa.Array.from_buffers(pa.binary(), len(offsets_rows) - 1,
+                                 [None, offsets, pa.py_buffer(np.ascontiguousarray(values))])
+
+
+def _packed_batch(bucket, key, row_id, X, P, bounds) -> pa.RecordBatch:
+    """One packed row per group: rows [bounds[i], bounds[i+1]) of (row_id, X, P)."""
+    n = np.diff(bounds).astype(np.int32)
+    const = lambda v: pa.array(np.full(len(n), v, np.int32))  # noqa: E731
+    return pa.RecordBatch.from_arrays(
+        [pa.array(np.asarray(bucket, np.int32)), pa.array(np.asarray(key, np.int32)), pa.array(n),
+         const(X.shape[1]), const(P.shape[1]),
+         _binary(row_id, bounds), _binary(X, bounds), _binary(P, bounds)], names=_PACKED_NAMES)
+
+
+def _label_and_pack(batches: Iterator[pa.RecordBatch], labeler_bc, n_buckets: int, hash_seed: int,
+                    keys: list[int], n_features: int | None, max_rows: int,
+                    column: str = "features") -> Iterator[pa.RecordBatch]:
+    """Label the users of one partition (Arrow batch by Arrow batch) and emit them grouped by
+    their random bucket: every FLUSH_ROWS users, one packed row (row ids, features and
+    probabilities as raw bytes) per bucket, keyed so that hash partitioning puts bucket b in
+    partition b. With one bucket (the input coalesced to one partition) the users are sorted
+    by row id and labelled at once, exactly as the in-memory backend labels them."""
     labeler = labeler_bc.value
-    with torch_threads(1):  # one core per Spark task
-        P = np.ascontiguousarray(labeler(X), dtype=np.float32)
-    bucket = TaskContext.get().partitionId()
-    for start in range(0, len(X), max_rows):
-        x, p = X[start:start + max_rows], P[start:start + max_rows]
-        yield pa.RecordBatch.from_arrays(
-            [pa.array([v], pa.int32()) for v in (bucket, len(x), x.shape[1], p.shape[1])]
-            + [pa.array([x.tobytes()], pa.binary()), pa.array([p.tobytes()], pa.binary())],
-            names=["bucket", "n", "d", "c", "x", "p"])
+    ids, feats, probs, held = [], [], [], 0
+    one = n_buckets == 1
+
+    def flush():
+        row_id = np.concatenate(ids)
+        X = np.concatenate(feats) if len(feats) > 1 else feats[0]
+        if one:
+            order = np.argsort(row_id, kind="stable")
+            row_id, X = row_id[order], np.ascontiguousarray(X[order])
+            with torch_threads(1):
+                P = np.ascontiguousarray(labeler(X), dtype=np.float32)
+            return [_packed_batch([0], [keys[0]], row_id[a:a + max_rows], X[a:a + max_rows],
+                                  P[a:a + max_rows], np.array([0, len(X[a:a + max_rows])]))
+                    for a in range(0, len(X), max_rows)]
+        P = np.concatenate(probs) if len(probs) > 1 else probs[0]
+        bucket = bucket_of(row_id, n_buckets, hash_seed)
+        order = np.argsort(bucket, kind="stable")
+        counts = np.bincount(bucket, minlength=n_buckets)
+        present = np.flatnonzero(counts)
+        bounds = np.r_[0, np.cumsum(counts[present])]
+        return [_packed_batch(present, np.asarray(keys)[present], np.ascontiguousarray(row_id[order]),
+                              np.ascontiguousarray(X[order]), np.ascontiguousarray(P[order]), bounds)]
+
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        X = arrow_matrix(batch.column(FEATURES), n_features, column)
+        ids.append(batch.column(ROW_ID).to_numpy().astype(np.int64))
+        feats.append(X)
+        if not one:
+            with torch_threads(1):  # one core per Spark task
+                probs.append(np.asarray(labeler(X), dtype=np.float32))
+        held += len(X)
+        if held >= FLUSH_ROWS and not one:
+            yield from flush()
+            ids, feats, probs, held = [], [], [], 0
+    if held:
+        yield from flush()
 
 
 def _unpack(table: pa.Table) -> tuple[np.ndarray, np.ndarray] | None:
-    if table.num_rows == 0:
+    """Packed rows (any order) → (X, P) of their users in row-id order; None if no users."""
+    ids, X, P = [], [], []
+    for batch in table.to_batches():
+        cols = {name: batch.column(name) for name in ("n", "d", "c", "ids", "x", "p")}
+        n, d, c = (cols[k].to_numpy() for k in ("n", "d", "c"))
+        for i in np.flatnonzero(n):
+            ids.append(np.frombuffer(cols["ids"][i].as_buffer(), np.int64))
+            X.append(np.frombuffer(cols["x"][i].as_buffer(), np.float32).reshape(n[i], d[i]))
+            P.append(np.frombuffer(cols["p"][i].as_buffer(), np.float32).reshape(n[i], c[i]))
+    if not ids:
         return None
-    X, P = [], []
-    for row in table.to_batches():
-        for i in range(row.num_rows):
-            n, d, c = (row.column(k)[i].as_py() for k in ("n", "d", "c"))
-            X.append(np.frombuffer(row.column("x")[i].as_buffer(), np.float32).reshape(n, d))
-            P.append(np.frombuffer(row.column("p")[i].as_buffer(), np.float32).reshape(n, c))
-    return np.concatenate(X), np.concatenate(P)
+    if len(ids) == 1:
+        return X[0], P[0]
+    order = np.argsort(np.concatenate(ids), kind="stable")
+    return np.concatenate(X)[order], np.concatenate(P)[order]
 
 
 def _score_batches(batches: Iterator[pa.RecordBatch], ensemble_bc, keep: list[str], n_features: int,
                    probability_col: str, prediction_col: str, embedding_col: str | None,
-                   column: str = "features") -> Iterator[pa.RecordBatch]:
+                   column: str = "features", source: str = FEATURES) -> Iterator[pa.RecordBatch]:
     ensemble = ensemble_bc.value
     with torch_threads(1):
         for batch in batches:
-            X = arrow_matrix(batch.column(FEATURES), n_features, column)
+            X = arrow_matrix(batch.column(source), n_features, column)
             if len(X):
                 P = ensemble(X)
                 Z = ensemble.embed(X) if embedding_col else None
@@ -254,9 +343,13 @@ class _Prefetch:
 class SparkPseudoLabeled:
     """One iteration's pseudo-labelled users: persisted buckets of packed (X, P), one per partition."""
 
-    def __init__(self, packed, n_buckets: int, iteration: int = 0, fast: bool = True):
+    def __init__(self, packed, n_buckets: int, iteration: int = 0, fast: bool = True,
+                 n_rows: int | None = None, max_rows_per_epoch: int | None = None):
         self.packed, self.n_buckets, self.iteration = packed, n_buckets, iteration
+        self.n_rows, self.max_rows_per_epoch = n_rows, max_rows_per_epoch
         self.sc = packed.sparkSession.sparkContext
+        # driver time in epochs (training included), blocked on fetches; rows yielded
+        self.epochs_s, self.wait_s, self.streamed_rows = 0.0, 0.0, 0
         self._inflight: set[_Prefetch] = set()
         self._fetch_partition = partition_fetcher(packed) if fast else None
         if self._fetch_partition is not None and self._fetch_partition.n_partitions != n_buckets:
@@ -269,21 +362,36 @@ class SparkPseudoLabeled:
         from pyspark.sql import functions as F
 
         with job_description(self.sc, f"deepseg: stream pseudo-labels iteration {self.iteration}"):
-            if self._fetch_partition is not None:
-                table = self._fetch_partition(bucket)
-            else:
+            fetch_partition = self._fetch_partition
+            if fetch_partition is not None:
+                table = fetch_partition(bucket)
+                found = pc.unique(table.column("bucket")).to_pylist() if table.num_rows else []
+                if found and found != [bucket]:  # this Spark does not hash-partition as expected
+                    log.warning("partition %d holds buckets %s; using filter + toArrow", bucket, found)
+                    self._fetch_partition = fetch_partition = None
+            if fetch_partition is None:
                 table = _arrow_table(self.packed.filter(F.col("bucket") == bucket))
         return _unpack(table)
 
     def batches(self, batch_size: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """One epoch: buckets in a seeded order, each shuffled; <= 2 buckets on the driver at once."""
+        """One epoch: buckets in a seeded order, each shuffled; <= 2 buckets on the driver at once.
+
+        With `max_rows_per_epoch` (< the users) only the first ceil(max · buckets / users)
+        buckets of the seeded order are used: a fresh random subset of users every epoch.
+        """
+        started = time.perf_counter()
         rng = np.random.default_rng(seed)
         order = [int(b) for b in rng.permutation(self.n_buckets)]
+        cap, n = self.max_rows_per_epoch, self.n_rows
+        if cap is not None and n and cap < n:
+            order = order[:max(1, math.ceil(cap * self.n_buckets / n))]
         pending = self._prefetch(order[0]) if order else None
         carry = None
         try:
             for i in range(len(order)):
+                t = time.perf_counter()
                 bucket = pending.result()
+                self.wait_s += time.perf_counter() - t
                 self._inflight.discard(pending)
                 pending = self._prefetch(order[i + 1]) if i + 1 < len(order) else None
                 if bucket is None:
@@ -294,15 +402,18 @@ class SparkPseudoLabeled:
                 if carry is not None:
                     X, P = np.concatenate([carry[0], X]), np.concatenate([carry[1], P])
                 full = len(X) - len(X) % batch_size
+                self.streamed_rows += full
                 for start in range(0, full, batch_size):
                     yield X[start:start + batch_size], P[start:start + batch_size]
                 carry = (X[full:], P[full:]) if full < len(X) else None
             if carry is not None:
+                self.streamed_rows += len(carry[0])
                 yield carry
         finally:  # an abandoned epoch must not leave a fetch running
             if pending is not None:
                 pending.wait()
                 self._inflight.discard(pending)
+            self.epochs_s += time.perf_counter() - started
 
     def _prefetch(self, bucket: int) -> _Prefetch:
         job = _Prefetch(partial(self.fetch, bucket))
@@ -322,15 +433,28 @@ class SparkBackend:
     `batch_rows` bounds the users the driver holds per bucket when streaming pseudo-labels
     (driver memory ≈ 3 · batch_rows · (n_features + n_classes) · 4 bytes). The input is
     persisted while the backend is open; use it as a context manager (or call `close`).
+
+    `unlabeled_rows_per_epoch` (default None: every user, every epoch, as in the method) caps
+    the unlabelled users each retraining epoch streams: a seeded random subset of the buckets,
+    new every epoch. A knob for tables too big to stream whole 10 times per iteration.
+
+    `stats` holds one dict per pseudo-labelling pass: `pseudo_label_s` (the Spark pass that
+    embeds and labels every user), `unlabelled_epochs_s` (the retraining epochs on them, all
+    included), `stream_wait_s` (of which the driver was blocked on bucket fetches),
+    `streamed_rows` (unlabelled rows trained on, all epochs).
     """
 
     def __init__(self, unlabeled, features_col: str = "features", batch_rows: int = DEFAULT_BATCH_ROWS,
                  seed: int = 0, n_features: int | None = None, persist: bool = True,
-                 fast_fetch: bool = True):
+                 fast_fetch: bool = True, unlabeled_rows_per_epoch: int | None = None):
         from pyspark.sql import functions as F
 
         if batch_rows < 1:
             raise ValueError(f"batch_rows must be >= 1; got {batch_rows}")
+        if unlabeled_rows_per_epoch is not None and unlabeled_rows_per_epoch < 1:
+            raise ValueError(f"unlabeled_rows_per_epoch must be >= 1 or None; got {unlabeled_rows_per_epoch}")
+        self.unlabeled_rows_per_epoch = unlabeled_rows_per_epoch
+        self.stats: list[dict] = []
         self.sc = unlabeled.sparkSession.sparkContext
         self.batch_rows, self.seed, self.n_features = int(batch_rows), int(seed), n_features
         self.features_col = features_col
@@ -353,6 +477,11 @@ class SparkBackend:
 
     def __exit__(self, *exc):
         self.close()
+
+    def resume_from(self, iteration: int) -> None:
+        """Continue a checkpointed run after `iteration` iterations (the buckets' hash seeds
+        are numbered by iteration)."""
+        self._iteration = int(iteration)
 
     # Backend protocol ---------------------------------------------------------------------
     def count(self) -> int:
@@ -396,22 +525,29 @@ class SparkBackend:
         bc = self.sc.broadcast(labeler)
         packed = data = None
         try:
+            entropy = [self.seed % 2**32, it]
+            hash_seed = int(np.random.SeedSequence(entropy).generate_state(1)[0] & 0x7FFFFFFF)
+            keys = partition_keys(n_buckets)
+            fn = partial(_label_and_pack, labeler_bc=bc, n_buckets=n_buckets, hash_seed=hash_seed,
+                         keys=keys, n_features=self.n_features, max_rows=self.batch_rows,
+                         column=self.features_col)
             if n_buckets == 1:
-                buckets = self.base.coalesce(1)
-            else:
-                entropy = [self.seed % 2**32, it]
-                hash_seed = int(np.random.SeedSequence(entropy).generate_state(1)[0] & 0x7FFFFFFF)
-                buckets = self.base.repartition(n_buckets, F.xxhash64(F.col(ROW_ID), F.lit(hash_seed)))
-            fn = partial(_label_and_pack, labeler_bc=bc, n_features=self.n_features,
-                         max_rows=self.batch_rows, column=self.features_col)
-            packed = buckets.mapInArrow(fn, _PACKED_SCHEMA).persist(_storage_level())
+                packed = self.base.coalesce(1).mapInArrow(fn, _PACKED_SCHEMA)
+            else:  # label where the users are, then move only packed bytes: bucket b → partition b
+                packed = self.base.mapInArrow(fn, _PACKED_SCHEMA).repartition(n_buckets, F.col("key"))
+            packed = packed.persist(_storage_level())
+            t = time.perf_counter()
             with job_description(self.sc, f"deepseg: embed+TSVM scores iteration {it}"):
                 packed.count()
-            data = SparkPseudoLabeled(packed, n_buckets, it, fast=self.fast_fetch)
+            seconds = time.perf_counter() - t
+            data = SparkPseudoLabeled(packed, n_buckets, it, fast=self.fast_fetch, n_rows=n,
+                                      max_rows_per_epoch=self.unlabeled_rows_per_epoch)
             yield data
         finally:
             if data is not None:
                 data.close()
+                self.stats.append({"pseudo_label_s": seconds, "unlabelled_epochs_s": data.epochs_s,
+                                   "stream_wait_s": data.wait_s, "streamed_rows": data.streamed_rows})
             if packed is not None:
                 packed.unpersist()
             bc.destroy()
@@ -470,11 +606,16 @@ def _is_labelled(label_col: str, ltype):
 def train_on_spark(df, *, features_col: str = "features", label_col: str = "label",
                    n_classes: int | None = None, config: DeepSegConfig = DeepSegConfig(),
                    seed: int = 0, tsvm_sample_size: int | None = None,
-                   batch_rows: int = DEFAULT_BATCH_ROWS) -> DeepSegResult:
+                   unlabeled_rows_per_epoch: int | None = None,
+                   batch_rows: int = DEFAULT_BATCH_ROWS, checkpoint=None) -> DeepSegResult:
     """Fit Algorithm 1 on a DataFrame: rows with a label (class index, not null/NaN) are the
     labelled users, collected to the driver; the others stay distributed.
 
-    `n_classes` defaults to the largest label + 1; `tsvm_sample_size` overrides the config's.
+    `n_classes` defaults to the largest label + 1; `tsvm_sample_size` overrides the config's;
+    `checkpoint` is passed to :func:`~deepseg.core.loop.fit_deep_segmentation` (save/resume).
+    `unlabeled_rows_per_epoch` caps the users each retraining epoch streams (see
+    :class:`SparkBackend`; default None: all). Each iteration's history entry also gets the
+    backend's timings (`pseudo_label_s`, `unlabelled_epochs_s`, `stream_wait_s`, `streamed_rows`).
     """
     from pyspark.sql import functions as F
 
@@ -487,36 +628,57 @@ def train_on_spark(df, *, features_col: str = "features", label_col: str = "labe
     unlabeled = df.filter(~F.coalesce(_is_labelled(label_col, ltype), F.lit(False)))
     log.info("deepseg on Spark: %d labelled users, %d classes, %d features",
              len(X_l), n_classes, X_l.shape[1])
+    if unlabeled_rows_per_epoch is not None:
+        log.info("retraining streams at most %d unlabelled users per epoch", unlabeled_rows_per_epoch)
     with SparkBackend(unlabeled, features_col, batch_rows=batch_rows, seed=seed,
-                      n_features=X_l.shape[1]) as backend:
-        return fit_deep_segmentation(X_l, y_l, backend, n_classes, config, seed)
+                      n_features=X_l.shape[1], unlabeled_rows_per_epoch=unlabeled_rows_per_epoch) as backend:
+        result = fit_deep_segmentation(X_l, y_l, backend, n_classes, config, seed, checkpoint=checkpoint)
+    if backend.stats:  # this run's passes are the last iterations (earlier ones may be restored)
+        for entry, stats in zip(result.history[-len(backend.stats):], backend.stats):
+            entry.update(stats)
+    return result
 
 
 def score_dataframe(df, model: DeepSegResult | EMAEnsemble, features_col: str = "features",
                     probability_col: str = "propensities", prediction_col: str = "segment",
-                    embedding_col: str | None = None):
+                    embedding_col: str | None = None, keep_columns: Sequence[str] | None = None):
     """`df` with the EMA propensities (array<float>), the argmax segment (int) and, if
-    `embedding_col` is given, the last embedding f(x) (array<float>) appended. Lazy: no collect."""
+    `embedding_col` is given, the last embedding f(x) (array<float>) appended. Lazy: no collect.
+
+    `keep_columns` (default: all) are the columns of `df` carried into the output: leaving out
+    the features column spares sending every user's features back from Python to the JVM.
+    """
+    from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
     ensemble = model.ensemble if hasattr(model, "ensemble") else model
     if not isinstance(ensemble, EMAEnsemble):
         raise TypeError(f"model must be a DeepSegResult or an EMAEnsemble; got {type(model).__name__}")
+    features = float_array_column(df, features_col)
+    col = lambda name: F.col("`" + name.replace("`", "``") + "`")  # noqa: E731 - any column name
+    keep = list(df.columns) if keep_columns is None else list(dict.fromkeys(keep_columns))
+    missing = [c for c in keep if c not in df.columns]
+    if missing:
+        raise ValueError(f"keep_columns {missing} not in the DataFrame's columns {df.columns}")
     outputs = [c for c in (probability_col, prediction_col, embedding_col) if c]
     if len(set(outputs)) != len(outputs):
         raise ValueError(f"output columns must differ; got {outputs}")
-    clash = [c for c in outputs if c in df.columns]
+    clash = [c for c in outputs if c in keep]
     if clash:
         raise ValueError(f"output column(s) {clash} already exist in the DataFrame")
     net = ensemble.nets[0]
-    keep = list(df.columns)
+    dtype = df.schema[features_col].dataType
+    if isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, T.FloatType):
+        source, inputs = features_col, df.select(*map(col, dict.fromkeys(keep + [features_col])))
+    else:  # one converted copy of the features, the original only if kept
+        source, inputs = FEATURES, df.select(*map(col, keep), features.alias(FEATURES))
     schema = T.StructType(
-        list(df.schema.fields)
+        [df.schema[c] for c in keep]
         + [T.StructField(probability_col, T.ArrayType(T.FloatType(), False), False),
            T.StructField(prediction_col, T.IntegerType(), False)]
         + ([T.StructField(embedding_col, T.ArrayType(T.FloatType(), False), False)] if embedding_col else []))
     bc = df.sparkSession.sparkContext.broadcast(ensemble)
     fn = partial(_score_batches, ensemble_bc=bc, keep=keep, n_features=net.f.dense1.in_features,
                  probability_col=probability_col, prediction_col=prediction_col,
-                 embedding_col=embedding_col, column=features_col)
-    return df.withColumn(FEATURES, float_array_column(df, features_col)).mapInArrow(fn, schema)
+                 embedding_col=embedding_col, column=features_col, source=source)
+    return inputs.mapInArrow(fn, schema)

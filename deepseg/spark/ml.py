@@ -214,10 +214,41 @@ class DeepSegmentation(Estimator, _DeepSegmentationParams, DefaultParamsReadable
 
     def _fit(self, dataset) -> "DeepSegmentationModel":
         config = self.toConfig()
+        _check_dataset(dataset, self.getFeaturesCol(), self.getLabelCol(), type(self).__name__)
         result = train_on_spark(
             dataset, features_col=self.getFeaturesCol(), label_col=self.getLabelCol(), config=config,
             seed=int(self.getSeed()) % 2**32, batch_rows=self.getOrDefault(self.batchRows))
         return self._copyValues(DeepSegmentationModel(result, config=config))
+
+
+def _check_dataset(dataset, features_col: str, label_col: str, owner: str) -> None:
+    """One pass over the training rows before fitting: refuse null, NaN or ±inf features (the
+    networks and TSVMs would silently turn them into NaN propensities); warn when no row is
+    unlabelled (the fit still runs: the supervised network, retrained on the labelled rows, as
+    DeepSegmentationClassifier does). The labels themselves (numeric, >= 2 classes) are checked
+    when the labelled rows are collected."""
+    import warnings
+
+    from pyspark.sql import functions as F
+
+    from deepseg.spark.backend import _is_labelled, float_array_column
+
+    if label_col not in dataset.columns:
+        raise ValueError(f"Param 'labelCol' of {owner}: column {label_col!r} not in the DataFrame's "
+                         f"columns {dataset.columns}")
+    arr = float_array_column(dataset, features_col)
+    bad = F.exists(arr, lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == F.lit(float("inf"))))
+    unlabelled = ~F.coalesce(_is_labelled(label_col, dataset.schema[label_col].dataType), F.lit(False))
+    n_null, n_bad, n_unlabelled = dataset.agg(
+        F.count(F.when(arr.isNull(), 1)), F.count(F.when(bad, 1)), F.count(F.when(unlabelled, 1))).first()
+    if n_null or n_bad:
+        what = f"{n_null} null row(s)" if n_null else f"{n_bad} row(s) with null, NaN or ±inf values"
+        raise ValueError(f"Param 'featuresCol' of {owner}: column {features_col!r} has {what}; features "
+                         f"must be finite (impute them first, e.g. with pyspark.ml.feature.Imputer)")
+    if n_unlabelled == 0:
+        warnings.warn(f"{owner}: no unlabelled row (column {label_col!r} is set on every row), so "
+                      f"nothing is learnt from unlabelled data: the supervised network, retrained on "
+                      f"the labelled rows", UserWarning, stacklevel=3)
 
 
 class DeepSegmentationModel(Model, _DeepSegmentationParams, MLReadable, MLWritable):

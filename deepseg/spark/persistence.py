@@ -180,6 +180,27 @@ def save_model(model: DeepSegResult, path: str | os.PathLike, metadata: dict | N
     return directory
 
 
+def _load_weights(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of ``networks.npz``: plain numeric arrays only, never unpickled.
+
+    ``allow_pickle=False`` makes numpy refuse a pickle file and object arrays (whose loading
+    would run code); anything else that is not a numeric array is refused too.
+    """
+    try:
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
+        with npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except ValueError as e:
+        raise ValueError(f"refusing {path}: {e} (model weights must be plain numeric arrays; "
+                         f"deepseg never unpickles model files)") from None
+    bad = [k for k, v in arrays.items() if v.dtype.kind not in "biuf"]
+    if bad:
+        raise ValueError(f"refusing {path}: arrays {bad} are not numeric")
+    return arrays
+
+
 def load_model(path: str | os.PathLike) -> tuple[SavedModel, dict]:
     """Read a directory written by `save_model`: (the model, its user metadata)."""
     directory = local_path(path)
@@ -198,8 +219,7 @@ def load_model(path: str | os.PathLike) -> tuple[SavedModel, dict]:
 
     n_features, n_classes = int(document["n_features"]), int(document["n_classes"])
     net_config = config_from_dict({"net": document["net_config"]}).net
-    with np.load(directory / WEIGHTS_FILE, allow_pickle=False) as npz:
-        arrays = {key: npz[key] for key in npz.files}
+    arrays = _load_weights(directory / WEIGHTS_FILE)
 
     def network(name: str) -> SegmentationNet:
         prefix = name + "/"

@@ -158,7 +158,9 @@ def get_spark(app_name: str = "deepseg", master: str | None = None,
         return active
 
     # Under spark-submit the JVM is already up: its --master/--jars/--conf stand, and spark.jars
-    # set here could no longer reach the driver classpath (pass --jars .jars/*.jar instead).
+    # set here could no longer reach the driver classpath. The venv's spark-submit gets the Delta
+    # jars from $SPARK_HOME/conf/spark-defaults.conf (written by scripts/install_jars.py);
+    # another Spark needs --jars .jars/*.jar or --packages.
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ
     if master is None and not submitted:
         master = "local[*]"
@@ -172,7 +174,8 @@ def get_spark(app_name: str = "deepseg", master: str | None = None,
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         jars = local_jars() if not submitted else []
         if submitted:
-            log.info("running under spark-submit: Delta jars must come from its --jars/--packages")
+            log.info("running under spark-submit: Delta jars come from its spark-defaults.conf "
+                     "or --jars/--packages")
         elif jars:
             settings["spark.jars"] = ",".join(jars)
             log.info("Delta Lake from %d local jars in %s", len(jars), Path(jars[0]).parent)

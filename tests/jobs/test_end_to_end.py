@@ -117,6 +117,15 @@ def test_one_delta_commit_per_job_write(spark, cfg, run):
         assert '"run_id"' in history[0].userMetadata, name
     assert run.trained.version in _history(spark, cfg, "user_segments")[0].userMetadata
 
+    # a rerun whose output would not change commits nothing (audiences: run_id/created_at aside)
+    from deepseg.pipeline import audiences_job
+
+    again = audiences_job(spark, cfg)
+    assert not again["changed"] and again["version"] == 0 and again["sizes"] == run.audiences["sizes"]
+    assert [h.operation for h in _history(spark, cfg, "audiences")] == ["WRITE"]
+    export = Path(run.audiences["export_dir"])  # swapped in whole: no staged or old export left
+    assert [p.name for p in export.parent.iterdir() if p.name != export.name] == [f".{export.name}.lock"]
+
 
 @spark_test
 def test_survey_and_audiences(spark, cfg, run):

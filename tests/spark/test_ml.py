@@ -135,3 +135,80 @@ def test_load_refuses_unknown_format_versions(pipeline_model, tmp_path):
     with pytest.raises(ValueError, match=r"format version 99.*\[1\]") as info:
         load_model(path)
     assert str(path) in str(info.value)
+
+
+# ------------------------------------------------------------------ input validation at fit
+def _with(users, column, value, n=3):
+    from pyspark.sql import functions as F
+
+    return users.withColumn(column, F.when(F.col("id") < n, F.lit(value)).otherwise(F.col(column)))
+
+
+@pytest.mark.parametrize("value, match", [
+    (float("nan"), "3 row\\(s\\) with null, NaN or ±inf"),
+    (float("inf"), "3 row\\(s\\) with null, NaN or ±inf"),
+    (float("-inf"), "3 row\\(s\\) with null, NaN or ±inf"),
+])
+def test_fit_refuses_non_finite_features(users, value, match):
+    from pyspark.ml.feature import VectorAssembler
+
+    from deepseg.spark.ml import DeepSegmentation
+
+    bad = VectorAssembler(inputCols=["x0", "x1"], outputCol="features", handleInvalid="keep").transform(
+        _with(users, "x1", value))
+    with pytest.raises(ValueError, match="Param 'featuresCol' of DeepSegmentation: column 'features' has " + match):
+        DeepSegmentation(seed=0, **FAST).fit(bad)
+
+
+def test_fit_refuses_null_feature_rows_and_one_class(users):
+    from pyspark.sql import functions as F
+
+    from deepseg.spark.ml import DeepSegmentation
+
+    arrays = users.withColumn("features", F.array("x0", "x1"))
+    nulls = arrays.withColumn("features", F.when(F.col("id") == 5, F.lit(None)).otherwise(F.col("features")))
+    with pytest.raises(ValueError, match="column 'features' has 1 null row"):
+        DeepSegmentation(seed=0, **FAST).fit(nulls)
+    one_class = arrays.withColumn("label", F.when(F.col("label") == 0, F.col("label")))
+    with pytest.raises(ValueError, match=r"only one class \[0\]; need at least 2"):
+        DeepSegmentation(seed=0, **FAST).fit(one_class)
+    with pytest.raises(ValueError, match="Param 'labelCol' of DeepSegmentation: column 'segment' not in"):
+        DeepSegmentation(labelCol="segment", seed=0, **FAST).fit(arrays)
+
+
+def test_fit_without_unlabelled_rows_warns_and_fits(users):
+    """As DeepSegmentationClassifier: a warning, and the fit runs on the labelled rows."""
+    from pyspark.sql import functions as F
+
+    from deepseg.spark.ml import DeepSegmentation
+
+    labelled = users.filter(F.col("label").isNotNull()).withColumn("features", F.array("x0", "x1"))
+    with pytest.warns(UserWarning, match="no unlabelled row"):
+        model = DeepSegmentation(seed=0, **FAST).fit(labelled)
+    assert model.numClasses == 2 and len(model.transform(labelled).collect()) == 8
+
+
+def test_load_refuses_pickled_artefacts_without_running_them(pipeline_model, tmp_path):
+    """A pickle (or an object array, which numpy pickles) in place of the weights is refused
+    before anything in it runs: loading never unpickles."""
+    import pickle
+    from pathlib import Path
+
+    from deepseg.spark.persistence import WEIGHTS_FILE, load_model, save_model
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    path = tmp_path / "m"
+    save_model(pipeline_model.stages[-1].result, path)
+    (path / WEIGHTS_FILE).write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ValueError, match="refusing .*pickled.*never unpickles"):
+        load_model(path)
+    with open(path / WEIGHTS_FILE, "wb") as fh:  # a valid .npz holding an object array
+        np.savez(fh, **{"supervised/x": np.array([Payload()], dtype=object)})
+    with pytest.raises(ValueError, match="refusing .*Object arrays cannot be loaded"):
+        load_model(path)
+    assert not marker.exists()
