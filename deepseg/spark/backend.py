@@ -123,6 +123,12 @@ def _storage_level():
     return StorageLevel.MEMORY_AND_DISK
 
 
+def _disk_storage_level():
+    from pyspark import StorageLevel
+
+    return StorageLevel.DISK_ONLY
+
+
 # ---------------------------------------------------------------------------------------------
 # Executor-side functions (module level: pickled by reference)
 
@@ -461,7 +467,9 @@ class SparkBackend:
         base = unlabeled.select(F.monotonically_increasing_id().alias(ROW_ID),
                                 float_array_column(unlabeled, features_col).alias(FEATURES))
         self._persisted = persist
-        self.base = base.persist(_storage_level()) if persist else base
+        # on disk: cached straight from the reader batch by batch; unrolling large input partitions
+        # into the heap (MEMORY_AND_DISK) ran the 4 GB local driver out of memory at 10M users
+        self.base = base.persist(_disk_storage_level()) if persist else base
         self._count: int | None = None
         self._iteration = 0
         self.fast_fetch = fast_fetch

@@ -166,3 +166,56 @@ def test_train_on_spark_names_the_label_column_when_labels_are_missing(spark):
                                 "features array<float>, segment_label int")
     with pytest.raises(ValueError, match="'segment_label'.*only one class"):
         train_on_spark(one, label_col="segment_label", config=CONFIG)
+
+
+# ------------------------------------------------------------------ scale knobs (benchmarks/scale.py)
+def test_partition_keys_put_bucket_b_in_spark_partition_b(spark):
+    """The keys hash-partition exactly as Spark does (Murmur3, seed 42), one bucket per partition."""
+    from pyspark.sql import functions as F
+
+    from deepseg.spark.backend import partition_keys
+
+    for n in (1, 7, 64):
+        keys = partition_keys(n)
+        df = spark.createDataFrame([(b, k) for b, k in enumerate(keys)], "bucket int, key int")
+        rows = df.repartition(n, "key").select("bucket", F.spark_partition_id().alias("pid")).collect()
+        assert sorted((r.bucket, r.pid) for r in rows) == [(b, b) for b in range(n)]
+
+
+def test_unlabeled_rows_per_epoch_streams_a_fresh_random_subset_each_epoch(spark):
+    from deepseg.spark.backend import SparkBackend
+
+    n = 1000
+    X, df = _indexed(spark, n)
+    labeler = _ensemble(X.shape[1])
+    with SparkBackend(df, batch_rows=100, seed=1, unlabeled_rows_per_epoch=300) as backend:
+        with backend.pseudo_label(labeler) as data:
+            epochs = []
+            for seed in (0, 1, 0):
+                batches = list(data.batches(50, seed))
+                xs = np.concatenate([xb for xb, _ in batches])
+                np.testing.assert_allclose(np.concatenate([pb for _, pb in batches]), labeler(xs), rtol=1e-6)
+                epochs.append(xs[:, 0].astype(int))
+    for ids in epochs:  # 3 of the 10 buckets of ~100 users, each user at most once
+        assert 240 <= len(ids) <= 360 and len(set(ids.tolist())) == len(ids)
+    assert set(epochs[0].tolist()) != set(epochs[1].tolist())  # a new subset each epoch
+    np.testing.assert_array_equal(epochs[0], epochs[2])  # seeded
+    stats = backend.stats[0]
+    assert stats["streamed_rows"] == sum(len(e) for e in epochs)
+    assert stats["pseudo_label_s"] > 0 and stats["unlabelled_epochs_s"] >= stats["stream_wait_s"] >= 0
+    with pytest.raises(ValueError, match="unlabeled_rows_per_epoch.*0"):
+        SparkBackend(df, unlabeled_rows_per_epoch=0)
+
+
+def test_score_dataframe_keep_columns(spark):
+    from deepseg.spark.backend import score_dataframe
+
+    X, _ = _indexed(spark, 200)
+    df = spark.createDataFrame([(i, x.tolist()) for i, x in enumerate(X)], "id long, features array<float>")
+    ensemble = _ensemble(3)
+    out = score_dataframe(df, ensemble, keep_columns=["id"])
+    assert out.columns == ["id", "propensities", "segment"]
+    rows = sorted(out.collect())
+    np.testing.assert_allclose(np.array([r.propensities for r in rows]), ensemble(X), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match=r"keep_columns \['nope'\]"):
+        score_dataframe(df, ensemble, keep_columns=["nope"])
