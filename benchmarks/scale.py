@@ -22,8 +22,9 @@ on the same 1M × 32 embedding-like rows (``benchmarks.tsvm_scaling.embedded_use
     .venv/bin/python -m benchmarks.scale --users 100000 1000000 10000000 --epoch-rows 1000000
 
 ``--epoch-rows R`` caps the unlabelled users streamed per retrain epoch (a seeded random subset
-of buckets each epoch; ``train_on_spark(unlabeled_rows_per_epoch=R)``); without it every user is
-streamed every epoch, as in the method. Runs that use it say so in every output.
+of buckets each epoch; ``training.unlabeled_rows_per_epoch``); without it every user is streamed
+every epoch, as in the method. Runs that use it say so in every output. ``--unlabeled-batch``
+(default 1024, as ``conf/cluster.yaml``) is the retrain mini-batch on unlabelled users.
 """
 
 from __future__ import annotations
@@ -272,17 +273,17 @@ def pyarrow_read_floor(path: Path, max_files: int = 4) -> float:
 
 
 def torch_floors(n_rows: int = 262_144, train_rows: int = 65_536, n_iter: int = 6, seed: int = 0,
-                 threads: int | None = None) -> dict:
+                 threads: int | None = None, train_batch: int | None = None) -> dict:
     """The same nets on in-memory arrays: forward of f, the pseudo-labeller (f + OvR TSVM
     probabilities), the n_iter-net EMA scorer (torch on all cores), and training of g∘f at the
-    retrain batch size (Adam, MSE + Tikhonov, torch threads as in retraining)."""
+    retrain batch size (deepseg's optimizer, MSE, torch threads as in retraining)."""
     import torch
 
     from deepseg.core.embed import SegmentationNet, mse_loss
     from deepseg.core.loop import DeepSegConfig
     from deepseg.core.ovr import OvRTSVM
     from deepseg.core.pseudo import EMAEnsemble, PseudoLabeler, frozen_copy
-    from deepseg.core.train import embed, torch_threads
+    from deepseg.core.train import embed, make_optimizer, torch_threads
     from deepseg.core.tsvm import BinaryTSVM
 
     cfg = DeepSegConfig()
@@ -306,18 +307,19 @@ def torch_floors(n_rows: int = 262_144, train_rows: int = 65_536, n_iter: int = 
         out["pseudo_label_rows_s"] = rate(lambda: PseudoLabeler(nets[0], tsvm)(X), n_rows)
         out["score_rows_s"] = rate(lambda: EMAEnsemble(nets, cfg.ema_decay)(X), n_rows)
 
-    bs = cfg.train.unlabeled_batch_size
+    bs = train_batch or cfg.train.unlabeled_batch_size
+    out["train_batch"] = bs
     Xt = torch.as_tensor(X[:train_rows])
     Pt = torch.softmax(torch.as_tensor(rng.normal(size=(train_rows, N_SEGMENTS)).astype(np.float32)), 1)
 
     def train():
         net = SegmentationNet(N_FEATURES, N_SEGMENTS, cfg.net)
-        opt = torch.optim.Adam(net.parameters(), lr=cfg.train.learning_rate)
+        opt = make_optimizer(net, cfg.train.learning_rate)  # as retraining: penalty as weight decay
         net.train()
         for s in range(0, train_rows - bs + 1, bs):
             loss = cfg.train.unlabeled_weight * mse_loss(net(Xt[s:s + bs]), Pt[s:s + bs])
             opt.zero_grad(set_to_none=True)
-            (loss + net.penalty()).backward()
+            loss.backward()
             opt.step()
 
     with torch_threads(cfg.train.num_threads):  # as retraining runs (TrainConfig.num_threads)
@@ -367,13 +369,15 @@ def run_one(n_users: int, args) -> dict:
     from pyspark.sql import functions as F
 
     from deepseg.core.loop import DeepSegConfig
-    from deepseg.spark.backend import score_dataframe, train_on_spark
+    from deepseg.core.train import TrainConfig
+    from deepseg.spark.backend import embed_dataframe, score_dataframe, train_on_spark
     from deepseg.spark.session import get_spark
 
     res: dict = {"users": n_users, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                  "load_average_start": load_average(), "epoch_rows": args.epoch_rows,
                  "tsvm_sample_size": args.tsvm_sample, "iterations": args.iterations,
-                 "arrow_batch_rows": args.arrow_batch, "batch_rows": args.batch_rows}
+                 "arrow_batch_rows": args.arrow_batch, "batch_rows": args.batch_rows,
+                 "unlabeled_batch": args.unlabeled_batch}
     conf = {"spark.driver.memory": args.driver_memory,
             "spark.sql.execution.arrow.maxRecordsPerBatch": str(args.arrow_batch),
             "spark.sql.shuffle.partitions": "4"}
@@ -393,7 +397,7 @@ def run_one(n_users: int, args) -> dict:
         def floors() -> dict:
             out = spark_floors(spark, table, n_users)
             out["pyarrow_read_rows_s"] = pyarrow_read_floor(table)
-            out.update(torch_floors(n_iter=args.iterations))
+            out.update(torch_floors(n_iter=args.iterations, train_batch=args.unlabeled_batch))
             out["load_average"] = load_average()
             say("N=%d: floors %s", n_users, {k: round(v) for k, v in out.items() if isinstance(v, float)})
             return out
@@ -401,7 +405,7 @@ def run_one(n_users: int, args) -> dict:
         res["floors_before"] = floors()
 
         df = spark.read.format("delta").load(str(table))
-        config = DeepSegConfig(n_iter=args.iterations)
+        config = DeepSegConfig(n_iter=args.iterations, train=TrainConfig(unlabeled_batch_size=args.unlabeled_batch))
         res["load_average_train"] = load_average()
         t = time.perf_counter()
         extra = {"batch_rows": args.batch_rows} if args.batch_rows else {}
@@ -420,6 +424,12 @@ def run_one(n_users: int, args) -> dict:
         scored.write.format("delta").mode("overwrite").save(str(scores))
         res["score_s"] = time.perf_counter() - t
         say("N=%d: scored in %.1fs", n_users, res["score_s"])
+        # the Spark embedding pass alone (f of the last iteration over every user, no sink cost):
+        # what the no-op mapInArrow floor is the floor of
+        t = time.perf_counter()
+        embed_dataframe(df, result, keep_columns=[]).write.format("noop").mode("overwrite").save()
+        res["embed_pass_s"] = time.perf_counter() - t
+        say("N=%d: Spark embedding pass in %.1fs", n_users, res["embed_pass_s"])
         # the floors again after the run: the best of the two is the machine's floor (load varies)
         res["floors_after"] = floors()
         res["floors"] = {k: max(v, res["floors_after"][k]) if k.endswith("_rows_s") else v
@@ -453,6 +463,7 @@ def stages(r: dict) -> list[dict]:
     n_l = r["labelled"]
     n_u = n - n_l
     cfg_epochs = 10  # DeepSegConfig().train.unlabeled_epochs / labeled_epochs
+    bs = f.get("train_batch", 256)
     it = len(h)
     sample = min(r["tsvm_sample_size"] or n_u, n_u)
     pl_s = sum(x["pseudo_label_s"] for x in h)
@@ -473,12 +484,16 @@ def stages(r: dict) -> list[dict]:
          "floor": "torch forward of f", "floor_rows_s": f["forward_rows_s"]},
         {"stage": "TSVM (OvR, Spark tasks)", "seconds": tsvm_s, "rows": it * sample,
          "floor": "", "floor_rows_s": None},
+        {"stage": "Spark embedding pass (f, every user, mapInArrow → no-op sink; after training)",
+         "seconds": r.get("embed_pass_s", 0.0), "rows": n,
+         "floor": "no-op mapInArrow", "floor_rows_s": f["noop_mapinarrow_rows_s"],
+         "floor2": "torch forward of f", "floor2_rows_s": f["forward_rows_s"]},
         {"stage": "pseudo-label (Spark: embed + TSVM probs, bucket)", "seconds": pl_s, "rows": it * n_u,
          "floor": "no-op mapInArrow", "floor_rows_s": f["noop_mapinarrow_rows_s"],
          "floor2": "torch f + TSVM probs", "floor2_rows_s": f["pseudo_label_rows_s"]},
         {"stage": f"retrain, unlabelled (stream + torch; {wait_s:.1f}s waiting on fetches)",
          "seconds": unl_s, "rows": streamed,
-         "floor": "torch training, in-memory, batch 256", "floor_rows_s": f["train_rows_s"]},
+         "floor": f"torch training, in-memory, batch {bs}", "floor_rows_s": f["train_rows_s"]},
         {"stage": "retrain, labelled epochs (driver, batch 32)", "seconds": lab_s,
          "rows": it * cfg_epochs * n_l, "floor": "", "floor_rows_s": None},
         {"stage": "score (Spark: 6-net EMA, write Delta)", "seconds": r["score_s"], "rows": n,
@@ -531,7 +546,7 @@ def summary_lines(r: dict) -> list[str]:
         f"Floors: Spark Delta read (JVM) {f['delta_read_rows_s']:,.0f} rows/s, no-op mapInArrow "
         f"{f['noop_mapinarrow_rows_s']:,.0f}, pyarrow Parquet read {f['pyarrow_read_rows_s']:,.0f}, "
         f"torch forward of f {f['forward_rows_s']:,.0f} ({f['threads']} threads), torch training "
-        f"{f['train_rows_s']:,.0f} (batch 256); best of before and after the run (load "
+        f"{f['train_rows_s']:,.0f} (batch {f.get('train_batch', 256)}); best of before and after the run (load "
         f"{f['load_average'][0]} and {f['load_average'][3]}); table in {f['partitions']} partitions"
         + (f" (Spark floors on its first {f['measured_rows']:,} rows)." if f.get("measured_rows") else "."),
         "Spark: " + ", ".join(f"{k}={v}" for k, v in r["spark"].items()
@@ -573,10 +588,14 @@ def acceptance_lines(results: list[dict], tsvm: dict | None) -> list[str]:
     by_n = {r["users"]: r for r in results}
     for r in results:
         st = stages(r)
+        em = next(s for s in st if s["stage"].startswith("Spark embedding"))
         pl = next(s for s in st if s["stage"].startswith("pseudo-label"))
         rt = next(s for s in st if s["stage"].startswith("retrain, unlabelled"))
-        out.append(f"  N={r['users']:,}: pseudo-label pass / no-op mapInArrow = {pl['ratio']:.2f} "
-                   f"(target ≥ 0.60; vs torch {pl['ratio2']:.2f}); retrain / torch training = "
+        if em["ratio"] is not None:
+            out.append(f"  N={r['users']:,}: Spark embedding pass / no-op mapInArrow = {em['ratio']:.2f} "
+                       f"(target ≥ 0.60; vs torch forward {em['ratio2']:.2f})")
+        out.append(f"  N={r['users']:,}: pseudo-label pass (embedding + TSVM + shuffle) / no-op mapInArrow "
+                   f"= {pl['ratio']:.2f} (vs torch {pl['ratio2']:.2f}); retrain / torch training = "
                    f"{rt['ratio']:.2f} (target ≥ 0.50); train+score {r['train_s'] + r['score_s']:.0f}s")
     if 1_000_000 in by_n:
         r = by_n[1_000_000]
@@ -629,7 +648,7 @@ def write_markdown(results: list[dict], tsvm: dict | None, commands: list[str], 
 COST_MODEL = """## Cost model (what the stages above grow with)
 
 N users, d features, c classes, T iterations (6), E epochs (10), S TSVM sample, L labelled users,
-R = `unlabeled_rows_per_epoch` (default N), B = 256 (retrain batch), 2 cores.
+R = `unlabeled_rows_per_epoch` (default N), B = `unlabeled_batch_size` (retrain batch), 2 cores.
 
 * **pseudo-label** (Spark, parallel over cores): T passes of N·d floats through Arrow plus
   f and c separators on each user; the shuffle moves N·(d + c + 2)·4 bytes as packed blobs,
@@ -666,6 +685,9 @@ def main(argv=None):
     parser.add_argument("--epoch-rows", type=int, default=None,
                         help="cap on unlabelled users streamed per retrain epoch (default: all)")
     parser.add_argument("--batch-rows", type=int, default=None, help="SparkBackend bucket size")
+    parser.add_argument("--unlabeled-batch", type=int, default=1024,
+                        help="retrain mini-batch on unlabelled users (training.unlabeled_batch_size; "
+                             "conf/cluster.yaml's value)")
     parser.add_argument("--arrow-batch", type=int, default=10_000,
                         help="spark.sql.execution.arrow.maxRecordsPerBatch")
     parser.add_argument("--driver-memory", default="4g")
@@ -729,7 +751,7 @@ def main(argv=None):
         part.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "benchmarks.scale", "--one", str(n), "--out", str(part),
                "--iterations", str(args.iterations), "--tsvm-sample", str(args.tsvm_sample),
-               "--labelled", str(args.labelled),
+               "--labelled", str(args.labelled), "--unlabeled-batch", str(args.unlabeled_batch),
                "--arrow-batch", str(args.arrow_batch), "--driver-memory", args.driver_memory,
                "--master", args.master, "--seed", str(args.seed)]
         cmd += ["--epoch-rows", str(args.epoch_rows)] if args.epoch_rows else []

@@ -71,6 +71,9 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
     unlabeled_epochs, labeled_epochs : int, default=10, 10
         Epochs of the MSE step on unlabelled points and of the KL step on labelled points.
     unlabeled_batch_size : int, default=256
+    unlabeled_rows_per_epoch : int or None, default=None
+        Train each MSE epoch on a fresh seeded random subset of about this many unlabelled points
+        (None: all of them, as in the method): bounds retraining time on millions of users.
     unlabeled_weight : float, default=1.0
         Weight of the MSE loss on unlabelled points.
     C, C_unlabeled : float, default=1.0, 1.0
@@ -134,6 +137,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         "unlabeled_epochs": _non_negative(Integral),
         "labeled_epochs": _non_negative(Integral),
         "unlabeled_batch_size": _positive(Integral),
+        "unlabeled_rows_per_epoch": [Interval(Integral, 1, None, closed="left"), None],
         "unlabeled_weight": _non_negative(Real),
         "C": _positive(Real),
         "C_unlabeled": _non_negative(Real),
@@ -161,6 +165,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         unlabeled_epochs=_T.unlabeled_epochs,
         labeled_epochs=_T.labeled_epochs,
         unlabeled_batch_size=_T.unlabeled_batch_size,
+        unlabeled_rows_per_epoch=_T.unlabeled_rows_per_epoch,
         unlabeled_weight=_T.unlabeled_weight,
         C=_S.C,
         C_unlabeled=_S.C_unlabeled,
@@ -184,6 +189,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         self.unlabeled_epochs = unlabeled_epochs
         self.labeled_epochs = labeled_epochs
         self.unlabeled_batch_size = unlabeled_batch_size
+        self.unlabeled_rows_per_epoch = unlabeled_rows_per_epoch
         self.unlabeled_weight = unlabeled_weight
         self.C = C
         self.C_unlabeled = C_unlabeled
@@ -205,6 +211,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
                 supervised_epochs=self.supervised_epochs, retrain_lr_factor=self.retrain_lr_factor,
                 unlabeled_epochs=self.unlabeled_epochs, labeled_epochs=self.labeled_epochs,
                 unlabeled_batch_size=self.unlabeled_batch_size, unlabeled_weight=self.unlabeled_weight,
+                unlabeled_rows_per_epoch=self.unlabeled_rows_per_epoch,
             ),
             tsvm=TSVMConfig(C=self.C, C_unlabeled=self.C_unlabeled, ramp_s=self.ramp_s, max_iter=self.tsvm_max_iter),
             n_iter=self.n_iter,

@@ -16,8 +16,9 @@ class LocalPseudoLabeled:
     def __init__(self, X: np.ndarray, P: np.ndarray):
         self.X, self.P = X, P
 
-    def batches(self, batch_size: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        return shuffled_batches(self.X, self.P, batch_size, seed)
+    def batches(self, batch_size: int, seed: int, max_rows: int | None = None
+                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return shuffled_batches(self.X, self.P, batch_size, seed, max_rows)
 
 
 class LocalBackend:

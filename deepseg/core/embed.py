@@ -65,10 +65,14 @@ class SegmentationNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.g(self.f(x))
 
+    def penalized_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The weight matrices that `config.l2` penalises, in order through the network."""
+        return self.f.dense1.weight, self.f.dense2.weight, self.g.dense.weight
+
     def penalty(self) -> torch.Tensor:
-        """Tikhonov penalty Σ λ_k ||W_k||², decreasing through the network."""
-        weights = (self.f.dense1.weight, self.f.dense2.weight, self.g.dense.weight)
-        return sum(lam * w.pow(2).sum() for lam, w in zip(self.config.l2, weights))
+        """Tikhonov penalty Σ λ_k ||W_k||², decreasing through the network (training applies its
+        gradient as Adam's weight decay: :func:`deepseg.core.train.make_optimizer`)."""
+        return sum(lam * w.pow(2).sum() for lam, w in zip(self.config.l2, self.penalized_weights()))
 
 
 def glorot_normal_(module: nn.Module) -> None:

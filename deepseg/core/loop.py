@@ -39,8 +39,10 @@ log = logging.getLogger("deepseg")
 class PseudoLabeled(Protocol):
     """Unlabelled users paired with this iteration's TSVM probabilities."""
 
-    def batches(self, batch_size: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """One epoch of (features, probabilities) mini-batches in a seeded order."""
+    def batches(self, batch_size: int, seed: int, max_rows: int | None = None
+                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One epoch of (features, probabilities) mini-batches in a seeded order; with
+        `max_rows`, of a seeded random subset of about that many users (new each seed)."""
 
 
 class Backend(Protocol):
@@ -167,7 +169,8 @@ def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | No
         t = time.perf_counter()
         with backend.pseudo_label(PseudoLabeler(frozen_copy(net), tsvm)) as data:
             mse = train_unlabelled(
-                net, optimizer, lambda e: data.batches(tc.unlabeled_batch_size, seed + 1000 * it + e),
+                net, optimizer,
+                lambda e: data.batches(tc.unlabeled_batch_size, seed + 1000 * it + e, tc.unlabeled_rows_per_epoch),
                 tc.unlabeled_epochs, tc.unlabeled_weight,
             )
         kl = train_labelled(net, optimizer, X_l, H, tc.labeled_epochs, tc.batch_size, seed + 1000 * it)

@@ -7,9 +7,10 @@ them to wherever the users are (a Spark backend broadcasts them to executors).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from deepseg.core.embed import SegmentationNet
 from deepseg.core.ovr import OvRTSVM
@@ -49,27 +50,84 @@ class EMAEnsemble:
     """The answer of Algorithm 1: the exponential moving average of g_t(f_t(x)) over iterations t.
 
     Keeping each iteration's (small) network makes the EMA computable for any user, the
-    training users and new ones alike.
+    training users and new ones alike. Scoring runs the T networks as one: their first layers
+    as one matrix product, the rest as batched products (:class:`StackedNets`).
     """
 
     nets: list[SegmentationNet]
     decay: float
+    _stacked: "StackedNets | None" = field(default=None, init=False, repr=False, compare=False)
 
     def weights(self, n_iterations: int | None = None) -> np.ndarray:
         return ema_weights(n_iterations or len(self.nets), self.decay)
 
+    def stacked(self) -> "StackedNets":
+        if self._stacked is None:
+            self._stacked = StackedNets(self.nets)
+        return self._stacked
+
     def __call__(self, X: np.ndarray, n_iterations: int | None = None) -> np.ndarray:
         """EMA after the first `n_iterations` iterations (all by default)."""
         n = n_iterations or len(self.nets)
+        if n == len(self.nets):
+            return self.stacked().ema(X, self.weights(n))[0]
         weights = self.weights(n)
         out = weights[0] * predict_proba(self.nets[0], X)
         for w, net in zip(weights[1:], self.nets[1:n]):
             out += w * predict_proba(net, X)
         return out
 
+    def predict_with_embedding(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(EMA propensities, last iteration's embedding f(X)) in one pass."""
+        return self.stacked().ema(X, self.weights(), embed_last=True)
+
     def embed(self, X: np.ndarray) -> np.ndarray:
         """The embedding f of the last iteration."""
         return embed(self.nets[-1], X)
+
+
+class StackedNets:
+    """T evaluation-mode networks g∘f as stacked matrices, batch-norm folded into f's second layer.
+
+    In evaluation mode batch-norm is the affine map h ↦ a·h + b and dropout the identity, so
+    f(x) = tanh(W₂ diag(a) tanh(W₁x + b₁) + W₂b + b₂). Stacking the T nets' W₁ makes their first
+    layers one (T·128)-wide product; the rest are batched products: one pass instead of T.
+    """
+
+    def __init__(self, nets: list[SegmentationNet]):
+        with torch.no_grad():
+            parts = [self._folded(net) for net in nets]
+            self.W1 = torch.cat([p[0] for p in parts]).T.contiguous()       # d × T·H
+            self.b1 = torch.cat([p[1] for p in parts])                       # T·H
+            self.W2 = torch.stack([p[2].T for p in parts]).contiguous()      # T × H × E
+            self.b2 = torch.stack([p[3] for p in parts])[:, None, :]         # T × 1 × E
+            self.W3 = torch.stack([p[4].T for p in parts]).contiguous()      # T × E × c
+            self.b3 = torch.stack([p[5] for p in parts])[:, None, :]         # T × 1 × c
+        self.n_nets, self.hidden = len(nets), nets[0].f.dense1.out_features
+
+    @staticmethod
+    def _folded(net: SegmentationNet):
+        f, bn = net.f, net.f.norm
+        a = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        b = bn.bias - bn.running_mean * a
+        return (f.dense1.weight, f.dense1.bias, f.dense2.weight * a, f.dense2.bias + f.dense2.weight @ b,
+                net.g.dense.weight, net.g.dense.bias)
+
+    @torch.no_grad()
+    def ema(self, X: np.ndarray, weights: np.ndarray, embed_last: bool = False, batch_size: int = 16384):
+        """Σ_t w_t softmax(g_t(f_t(X))), and f_T(X) if `embed_last` (else None)."""
+        w = torch.as_tensor(np.asarray(weights, np.float32))[:, None, None]
+        P, Z = [], []
+        for i in range(0, max(len(X), 1), batch_size):
+            x = torch.as_tensor(np.asarray(X[i:i + batch_size], np.float32))
+            h = torch.tanh(torch.addmm(self.b1, x, self.W1))
+            h = h.view(len(x), self.n_nets, self.hidden).transpose(0, 1)           # T × B × H
+            z = torch.tanh(torch.baddbmm(self.b2, h, self.W2))                      # T × B × E
+            p = torch.softmax(torch.baddbmm(self.b3, z, self.W3), dim=2)            # T × B × c
+            P.append((w * p).sum(0).numpy())
+            if embed_last:
+                Z.append(z[-1].numpy())
+        return np.concatenate(P), (np.concatenate(Z) if embed_last else None)
 
 
 def pseudo_labels(P: np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 
 from deepseg.core.loop import DeepSegConfig, DeepSegResult, fit_deep_segmentation
 from deepseg.core.pseudo import EMAEnsemble
-from deepseg.core.train import torch_threads
+from deepseg.core.train import embed, torch_threads
 
 log = logging.getLogger("deepseg")
 
@@ -269,8 +269,7 @@ def _score_batches(batches: Iterator[pa.RecordBatch], ensemble_bc, keep: list[st
         for batch in batches:
             X = arrow_matrix(batch.column(source), n_features, column)
             if len(X):
-                P = ensemble(X)
-                Z = ensemble.embed(X) if embedding_col else None
+                P, Z = ensemble.predict_with_embedding(X) if embedding_col else (ensemble(X), None)
             else:
                 P = np.zeros((0, ensemble.nets[0].g.dense.out_features), np.float32)
                 Z = np.zeros((0, ensemble.nets[0].g.dense.in_features), np.float32)
@@ -281,6 +280,19 @@ def _score_batches(batches: Iterator[pa.RecordBatch], ensemble_bc, keep: list[st
                 arrays.append(arrow_list(Z))
                 names.append(embedding_col)
             yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def _embed_batches(batches: Iterator[pa.RecordBatch], net_bc, keep: list[str], n_features: int,
+                   embedding_col: str, column: str = "features", source: str = FEATURES
+                   ) -> Iterator[pa.RecordBatch]:
+    net = net_bc.value
+    with torch_threads(1):
+        for batch in batches:
+            Z = embed(net, arrow_matrix(batch.column(source), n_features, column))
+            if not len(Z):
+                Z = np.zeros((0, net.f.dense2.out_features), np.float32)
+            yield pa.RecordBatch.from_arrays([batch.column(name) for name in keep] + [arrow_list(Z)],
+                                             names=keep + [embedding_col])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,9 +362,8 @@ class SparkPseudoLabeled:
     """One iteration's pseudo-labelled users: persisted buckets of packed (X, P), one per partition."""
 
     def __init__(self, packed, n_buckets: int, iteration: int = 0, fast: bool = True,
-                 n_rows: int | None = None, max_rows_per_epoch: int | None = None):
-        self.packed, self.n_buckets, self.iteration = packed, n_buckets, iteration
-        self.n_rows, self.max_rows_per_epoch = n_rows, max_rows_per_epoch
+                 n_rows: int | None = None):
+        self.packed, self.n_buckets, self.iteration, self.n_rows = packed, n_buckets, iteration, n_rows
         self.sc = packed.sparkSession.sparkContext
         # driver time in epochs (training included), blocked on fetches; rows yielded
         self.epochs_s, self.wait_s, self.streamed_rows = 0.0, 0.0, 0
@@ -379,18 +390,19 @@ class SparkPseudoLabeled:
                 table = _arrow_table(self.packed.filter(F.col("bucket") == bucket))
         return _unpack(table)
 
-    def batches(self, batch_size: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def batches(self, batch_size: int, seed: int, max_rows: int | None = None
+                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """One epoch: buckets in a seeded order, each shuffled; <= 2 buckets on the driver at once.
 
-        With `max_rows_per_epoch` (< the users) only the first ceil(max · buckets / users)
-        buckets of the seeded order are used: a fresh random subset of users every epoch.
+        With `max_rows` (< the users) only the first ceil(max_rows · buckets / users) buckets of
+        the seeded order are used: a fresh random subset of users every epoch.
         """
         started = time.perf_counter()
         rng = np.random.default_rng(seed)
         order = [int(b) for b in rng.permutation(self.n_buckets)]
-        cap, n = self.max_rows_per_epoch, self.n_rows
-        if cap is not None and n and cap < n:
-            order = order[:max(1, math.ceil(cap * self.n_buckets / n))]
+        n = self.n_rows
+        if max_rows is not None and n and max_rows < n:
+            order = order[:max(1, math.ceil(max_rows * self.n_buckets / n))]
         pending = self._prefetch(order[0]) if order else None
         carry = None
         try:
@@ -440,10 +452,6 @@ class SparkBackend:
     (driver memory ≈ 3 · batch_rows · (n_features + n_classes) · 4 bytes). The input is
     persisted while the backend is open; use it as a context manager (or call `close`).
 
-    `unlabeled_rows_per_epoch` (default None: every user, every epoch, as in the method) caps
-    the unlabelled users each retraining epoch streams: a seeded random subset of the buckets,
-    new every epoch. A knob for tables too big to stream whole 10 times per iteration.
-
     `stats` holds one dict per pseudo-labelling pass: `pseudo_label_s` (the Spark pass that
     embeds and labels every user), `unlabelled_epochs_s` (the retraining epochs on them, all
     included), `stream_wait_s` (of which the driver was blocked on bucket fetches),
@@ -452,14 +460,11 @@ class SparkBackend:
 
     def __init__(self, unlabeled, features_col: str = "features", batch_rows: int = DEFAULT_BATCH_ROWS,
                  seed: int = 0, n_features: int | None = None, persist: bool = True,
-                 fast_fetch: bool = True, unlabeled_rows_per_epoch: int | None = None):
+                 fast_fetch: bool = True):
         from pyspark.sql import functions as F
 
         if batch_rows < 1:
             raise ValueError(f"batch_rows must be >= 1; got {batch_rows}")
-        if unlabeled_rows_per_epoch is not None and unlabeled_rows_per_epoch < 1:
-            raise ValueError(f"unlabeled_rows_per_epoch must be >= 1 or None; got {unlabeled_rows_per_epoch}")
-        self.unlabeled_rows_per_epoch = unlabeled_rows_per_epoch
         self.stats: list[dict] = []
         self.sc = unlabeled.sparkSession.sparkContext
         self.batch_rows, self.seed, self.n_features = int(batch_rows), int(seed), n_features
@@ -548,8 +553,7 @@ class SparkBackend:
             with job_description(self.sc, f"deepseg: embed+TSVM scores iteration {it}"):
                 packed.count()
             seconds = time.perf_counter() - t
-            data = SparkPseudoLabeled(packed, n_buckets, it, fast=self.fast_fetch, n_rows=n,
-                                      max_rows_per_epoch=self.unlabeled_rows_per_epoch)
+            data = SparkPseudoLabeled(packed, n_buckets, it, fast=self.fast_fetch, n_rows=n)
             yield data
         finally:
             if data is not None:
@@ -621,8 +625,8 @@ def train_on_spark(df, *, features_col: str = "features", label_col: str = "labe
 
     `n_classes` defaults to the largest label + 1; `tsvm_sample_size` overrides the config's;
     `checkpoint` is passed to :func:`~deepseg.core.loop.fit_deep_segmentation` (save/resume).
-    `unlabeled_rows_per_epoch` caps the users each retraining epoch streams (see
-    :class:`SparkBackend`; default None: all). Each iteration's history entry also gets the
+    `unlabeled_rows_per_epoch` overrides the config's cap on the users each retraining epoch
+    streams (``TrainConfig.unlabeled_rows_per_epoch``). Each iteration's history entry also gets the
     backend's timings (`pseudo_label_s`, `unlabelled_epochs_s`, `stream_wait_s`, `streamed_rows`).
     """
     from pyspark.sql import functions as F
@@ -632,19 +636,59 @@ def train_on_spark(df, *, features_col: str = "features", label_col: str = "labe
         X_l, y_l, n_classes = _labelled_arrays(df, features_col, label_col, n_classes)
     if tsvm_sample_size is not None:
         config = replace(config, tsvm_sample_size=tsvm_sample_size)
+    if unlabeled_rows_per_epoch is not None:
+        config = replace(config, train=replace(config.train, unlabeled_rows_per_epoch=unlabeled_rows_per_epoch))
     ltype = df.schema[label_col].dataType
     unlabeled = df.filter(~F.coalesce(_is_labelled(label_col, ltype), F.lit(False)))
     log.info("deepseg on Spark: %d labelled users, %d classes, %d features",
              len(X_l), n_classes, X_l.shape[1])
-    if unlabeled_rows_per_epoch is not None:
-        log.info("retraining streams at most %d unlabelled users per epoch", unlabeled_rows_per_epoch)
+    if config.train.unlabeled_rows_per_epoch is not None:
+        log.info("retraining streams about %d unlabelled users per epoch",
+                 config.train.unlabeled_rows_per_epoch)
     with SparkBackend(unlabeled, features_col, batch_rows=batch_rows, seed=seed,
-                      n_features=X_l.shape[1], unlabeled_rows_per_epoch=unlabeled_rows_per_epoch) as backend:
+                      n_features=X_l.shape[1]) as backend:
         result = fit_deep_segmentation(X_l, y_l, backend, n_classes, config, seed, checkpoint=checkpoint)
     if backend.stats:  # this run's passes are the last iterations (earlier ones may be restored)
         for entry, stats in zip(result.history[-len(backend.stats):], backend.stats):
             entry.update(stats)
     return result
+
+
+def _mapped_inputs(df, features_col: str, keep_columns: Sequence[str] | None, outputs: list[str]):
+    """(kept columns, features source column, input DataFrame) for a mapInArrow that appends
+    `outputs` to the kept columns of `df`; the features converted to array<float> once."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    features = float_array_column(df, features_col)
+    col = lambda name: F.col("`" + name.replace("`", "``") + "`")  # noqa: E731 - any column name
+    keep = list(df.columns) if keep_columns is None else list(dict.fromkeys(keep_columns))
+    missing = [c for c in keep if c not in df.columns]
+    if missing:
+        raise ValueError(f"keep_columns {missing} not in the DataFrame's columns {df.columns}")
+    if len(set(outputs)) != len(outputs):
+        raise ValueError(f"output columns must differ; got {outputs}")
+    clash = [c for c in outputs if c in keep]
+    if clash:
+        raise ValueError(f"output column(s) {clash} already exist in the DataFrame")
+    dtype = df.schema[features_col].dataType
+    if isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, T.FloatType):
+        return keep, features_col, df.select(*map(col, dict.fromkeys(keep + [features_col])))
+    # one converted copy of the features, the original only if kept
+    return keep, FEATURES, df.select(*map(col, keep), features.alias(FEATURES))
+
+
+def _float_array_field(name: str):
+    from pyspark.sql import types as T
+
+    return T.StructField(name, T.ArrayType(T.FloatType(), False), False)
+
+
+def _ensemble_of(model) -> EMAEnsemble:
+    ensemble = model.ensemble if hasattr(model, "ensemble") else model
+    if not isinstance(ensemble, EMAEnsemble):
+        raise TypeError(f"model must be a DeepSegResult or an EMAEnsemble; got {type(model).__name__}")
+    return ensemble
 
 
 def score_dataframe(df, model: DeepSegResult | EMAEnsemble, features_col: str = "features",
@@ -656,37 +700,33 @@ def score_dataframe(df, model: DeepSegResult | EMAEnsemble, features_col: str = 
     `keep_columns` (default: all) are the columns of `df` carried into the output: leaving out
     the features column spares sending every user's features back from Python to the JVM.
     """
-    from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    ensemble = model.ensemble if hasattr(model, "ensemble") else model
-    if not isinstance(ensemble, EMAEnsemble):
-        raise TypeError(f"model must be a DeepSegResult or an EMAEnsemble; got {type(model).__name__}")
-    features = float_array_column(df, features_col)
-    col = lambda name: F.col("`" + name.replace("`", "``") + "`")  # noqa: E731 - any column name
-    keep = list(df.columns) if keep_columns is None else list(dict.fromkeys(keep_columns))
-    missing = [c for c in keep if c not in df.columns]
-    if missing:
-        raise ValueError(f"keep_columns {missing} not in the DataFrame's columns {df.columns}")
+    ensemble = _ensemble_of(model)
     outputs = [c for c in (probability_col, prediction_col, embedding_col) if c]
-    if len(set(outputs)) != len(outputs):
-        raise ValueError(f"output columns must differ; got {outputs}")
-    clash = [c for c in outputs if c in keep]
-    if clash:
-        raise ValueError(f"output column(s) {clash} already exist in the DataFrame")
-    net = ensemble.nets[0]
-    dtype = df.schema[features_col].dataType
-    if isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, T.FloatType):
-        source, inputs = features_col, df.select(*map(col, dict.fromkeys(keep + [features_col])))
-    else:  # one converted copy of the features, the original only if kept
-        source, inputs = FEATURES, df.select(*map(col, keep), features.alias(FEATURES))
+    keep, source, inputs = _mapped_inputs(df, features_col, keep_columns, outputs)
     schema = T.StructType(
         [df.schema[c] for c in keep]
-        + [T.StructField(probability_col, T.ArrayType(T.FloatType(), False), False),
-           T.StructField(prediction_col, T.IntegerType(), False)]
-        + ([T.StructField(embedding_col, T.ArrayType(T.FloatType(), False), False)] if embedding_col else []))
+        + [_float_array_field(probability_col), T.StructField(prediction_col, T.IntegerType(), False)]
+        + ([_float_array_field(embedding_col)] if embedding_col else []))
     bc = df.sparkSession.sparkContext.broadcast(ensemble)
-    fn = partial(_score_batches, ensemble_bc=bc, keep=keep, n_features=net.f.dense1.in_features,
+    fn = partial(_score_batches, ensemble_bc=bc, keep=keep, n_features=ensemble.nets[0].f.dense1.in_features,
                  probability_col=probability_col, prediction_col=prediction_col,
+                 embedding_col=embedding_col, column=features_col, source=source)
+    return inputs.mapInArrow(fn, schema)
+
+
+def embed_dataframe(df, model: DeepSegResult | EMAEnsemble, features_col: str = "features",
+                    embedding_col: str = "embedding", keep_columns: Sequence[str] | None = None):
+    """`df` with the embedding f(x) of the model's last iteration appended (array<float>): the
+    space the TSVMs separate, e.g. for look-alike search or clustering. Lazy: no collect.
+    `keep_columns` as in :func:`score_dataframe`."""
+    from pyspark.sql import types as T
+
+    net = _ensemble_of(model).nets[-1]
+    keep, source, inputs = _mapped_inputs(df, features_col, keep_columns, [embedding_col])
+    schema = T.StructType([df.schema[c] for c in keep] + [_float_array_field(embedding_col)])
+    bc = df.sparkSession.sparkContext.broadcast(net)
+    fn = partial(_embed_batches, net_bc=bc, keep=keep, n_features=net.f.dense1.in_features,
                  embedding_col=embedding_col, column=features_col, source=source)
     return inputs.mapInArrow(fn, schema)

@@ -51,6 +51,7 @@ _SKLEARN_NAME = {
     "batchSize": "batch_size", "supervisedEpochs": "supervised_epochs", "numIter": "n_iter",
     "retrainLrFactor": "retrain_lr_factor", "unlabeledEpochs": "unlabeled_epochs",
     "labeledEpochs": "labeled_epochs", "unlabeledBatchSize": "unlabeled_batch_size",
+    "unlabeledRowsPerEpoch": "unlabeled_rows_per_epoch",
     "unlabeledWeight": "unlabeled_weight", "C": "C", "CUnlabeled": "C_unlabeled",
     "rampS": "ramp_s", "tsvmMaxIter": "tsvm_max_iter", "tsvmSampleSize": "tsvm_sample_size",
     "tsvmCalibrationFolds": "tsvm_calibration_folds", "emaDecay": "ema_decay",
@@ -83,6 +84,8 @@ class _DeepSegmentationParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, Has
     unlabeledEpochs = _param("unlabeledEpochs", "epochs of the MSE step on unlabelled users", _int)
     labeledEpochs = _param("labeledEpochs", "epochs of the KL step on labelled users", _int)
     unlabeledBatchSize = _param("unlabeledBatchSize", "unlabelled mini-batch size", _int)
+    unlabeledRowsPerEpoch = _param("unlabeledRowsPerEpoch", "train each MSE epoch on a fresh random "
+                                   "subset of about this many unlabelled users (None: all)", _int)
     unlabeledWeight = _param("unlabeledWeight", "weight of the MSE loss on unlabelled users", _float)
     C = _param("C", "TSVM weight of the mean labelled hinge loss", _float)
     CUnlabeled = _param("CUnlabeled", "TSVM weight C* of the mean unlabelled hinge loss", _float)
@@ -104,7 +107,8 @@ class _DeepSegmentationParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, Has
             labelSmoothing=_D.label_smoothing, learningRate=_T.learning_rate, batchSize=_T.batch_size,
             supervisedEpochs=_T.supervised_epochs, numIter=_D.n_iter, retrainLrFactor=_T.retrain_lr_factor,
             unlabeledEpochs=_T.unlabeled_epochs, labeledEpochs=_T.labeled_epochs,
-            unlabeledBatchSize=_T.unlabeled_batch_size, unlabeledWeight=_T.unlabeled_weight,
+            unlabeledBatchSize=_T.unlabeled_batch_size, unlabeledRowsPerEpoch=_T.unlabeled_rows_per_epoch,
+            unlabeledWeight=_T.unlabeled_weight,
             C=_S.C, CUnlabeled=_S.C_unlabeled, rampS=_S.ramp_s, tsvmMaxIter=_S.max_iter,
             tsvmSampleSize=_D.tsvm_sample_size, tsvmCalibrationFolds=_D.tsvm_calibration_folds,
             emaDecay=_D.ema_decay, batchRows=DEFAULT_BATCH_ROWS,
@@ -194,7 +198,8 @@ class DeepSegmentation(Estimator, _DeepSegmentationParams, DefaultParamsReadable
                  probabilityCol="probability", embeddingCol=None, seed=None, hiddenSize=None,
                  embeddingSize=None, dropout=None, l2=None, labelSmoothing=None, learningRate=None,
                  batchSize=None, supervisedEpochs=None, numIter=None, retrainLrFactor=None,
-                 unlabeledEpochs=None, labeledEpochs=None, unlabeledBatchSize=None, unlabeledWeight=None,
+                 unlabeledEpochs=None, labeledEpochs=None, unlabeledBatchSize=None,
+                 unlabeledRowsPerEpoch=None, unlabeledWeight=None,
                  C=None, CUnlabeled=None, rampS=None, tsvmMaxIter=None, tsvmSampleSize=None,
                  tsvmCalibrationFolds=None, emaDecay=None, batchRows=None):
         super().__init__()
@@ -205,7 +210,8 @@ class DeepSegmentation(Estimator, _DeepSegmentationParams, DefaultParamsReadable
                   probabilityCol="probability", embeddingCol=None, seed=None, hiddenSize=None,
                   embeddingSize=None, dropout=None, l2=None, labelSmoothing=None, learningRate=None,
                   batchSize=None, supervisedEpochs=None, numIter=None, retrainLrFactor=None,
-                  unlabeledEpochs=None, labeledEpochs=None, unlabeledBatchSize=None, unlabeledWeight=None,
+                  unlabeledEpochs=None, labeledEpochs=None, unlabeledBatchSize=None,
+                  unlabeledRowsPerEpoch=None, unlabeledWeight=None,
                   C=None, CUnlabeled=None, rampS=None, tsvmMaxIter=None, tsvmSampleSize=None,
                   tsvmCalibrationFolds=None, emaDecay=None, batchRows=None):
         """Set params by keyword; None leaves a param at its default. Returns self."""

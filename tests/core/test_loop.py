@@ -112,3 +112,53 @@ def test_bad_parameters_are_named(moons, params, match):
     X, y, _ = moons
     with pytest.raises(ValueError, match=match):
         DeepSegmentationClassifier(**params).fit(X, y)
+
+
+def test_stacked_scorer_equals_the_networks_one_by_one():
+    """One pass over T stacked nets (batch-norm folded in) = the T eval-mode nets run one by one."""
+    import torch
+
+    from deepseg.core.embed import SegmentationNet
+    from deepseg.core.pseudo import EMAEnsemble, frozen_copy
+    from deepseg.core.train import predict_proba
+
+    torch.manual_seed(0)
+    nets = []
+    for _ in range(3):
+        net = SegmentationNet(7, 4)
+        net.f.norm.running_mean.normal_()
+        net.f.norm.running_var.uniform_(0.2, 3.0)
+        net.f.norm.weight.data.normal_()
+        net.f.norm.bias.data.normal_()
+        nets.append(frozen_copy(net))
+    ensemble = EMAEnsemble(nets, 0.6)
+    X = np.random.default_rng(0).normal(size=(5000, 7)).astype(np.float32)
+    expected = sum(w * predict_proba(net, X) for w, net in zip(ensemble.weights(), nets))
+    P, Z = ensemble.predict_with_embedding(X)
+    np.testing.assert_allclose(P, expected, atol=1e-6)
+    np.testing.assert_allclose(ensemble(X), expected, atol=1e-6)
+    np.testing.assert_allclose(Z, embed(nets[-1], X), atol=1e-5)
+    assert ensemble(X[:0]).shape == (0, 4)
+
+
+def test_unlabeled_rows_per_epoch_trains_each_epoch_on_a_fresh_subset():
+    from deepseg.core._local import LocalPseudoLabeled
+
+    X = np.arange(1000, dtype=np.float32)[:, None]
+    data = LocalPseudoLabeled(X, X.copy())
+    epoch = lambda seed, cap: np.concatenate([xb[:, 0] for xb, _ in data.batches(64, seed, cap)])  # noqa: E731
+    a, b = epoch(0, 300), epoch(1, 300)
+    assert len(a) == len(b) == 300 and len(np.unique(a)) == 300
+    assert set(a.tolist()) != set(b.tolist())
+    np.testing.assert_array_equal(a, epoch(0, 300))
+    assert sorted(epoch(0, None).tolist()) == list(range(1000))
+
+
+def test_unlabeled_rows_per_epoch_is_a_classifier_parameter(moons):
+    X, y, _ = moons
+    capped = DeepSegmentationClassifier(random_state=0, unlabeled_rows_per_epoch=40, **FAST).fit(X, y)
+    full = DeepSegmentationClassifier(random_state=0, **FAST).fit(X, y)
+    assert capped.to_config().train.unlabeled_rows_per_epoch == 40
+    assert not np.allclose(capped.predict_proba(X), full.predict_proba(X))
+    with pytest.raises(ValueError, match="unlabeled_rows_per_epoch"):
+        DeepSegmentationClassifier(unlabeled_rows_per_epoch=0).fit(X, y)

@@ -17,21 +17,6 @@ spark_test = pytest.mark.spark
 
 
 @pytest.fixture(scope="module")
-def spark():
-    pytest.importorskip("pyspark")
-    pytest.importorskip("delta")
-    from pyspark.sql import SparkSession
-
-    from deepseg.spark.session import FAST_START_CONF, get_spark
-
-    before = SparkSession.getActiveSession()
-    session = get_spark(app_name="deepseg-e2e", master="local[2]", conf=FAST_START_CONF)
-    yield session
-    if before is None:  # leave a session that other tests opened alone
-        session.stop()
-
-
-@pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
     return load_config(CONF / "local.yaml", {
         "data": {"root": str(tmp_path_factory.mktemp("deepseg-data"))},

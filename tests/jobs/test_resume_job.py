@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from deepseg.config import load_config
 from deepseg.core.checkpoint import Checkpoint, CheckpointMismatchError
@@ -27,39 +26,13 @@ spark_test = pytest.mark.spark
 
 
 @pytest.fixture(scope="module")
-def spark():
-    pytest.importorskip("pyspark")
-    pytest.importorskip("delta")
-    from pyspark.sql import SparkSession
-
-    from deepseg.spark.session import FAST_START_CONF, get_spark
-
-    before = SparkSession.getActiveSession()
-    session = get_spark(app_name="deepseg-resume", master="local[2]", conf=FAST_START_CONF)
-    yield session
-    if before is None:  # leave a session that other tests opened alone
-        session.stop()
-
-
-@pytest.fixture(scope="module")
-def conf(tmp_path_factory):
-    """A --conf file (next to a copy of base.yaml) for small data under a temporary root."""
-    from deepseg.config import merge
-    from deepseg.spark.session import FAST_START_CONF
-
-    folder = tmp_path_factory.mktemp("deepseg-resume")
-    (folder / "conf").mkdir()
-    (folder / "conf" / "base.yaml").write_text((REPO / "conf" / "base.yaml").read_text())
-    overlay = merge(yaml.safe_load((REPO / "conf" / "local.yaml").read_text()), {
-        "spark": {"master": "local[2]", "conf": dict(FAST_START_CONF)},
-        "data": {"root": str(folder / "data")},
+def conf(make_conf):
+    """A --conf file for small data under a temporary root."""
+    return make_conf("deepseg-resume", {
         "generate": {"n_users": 3000, "chunk_size": 1000, "synthetic": {"survey_fraction": 0.05}},
         "survey": {"invitations": 100, "k_range": [4, 6]},
         "training": TRAINING,
     })
-    path = folder / "conf" / "test.yaml"
-    path.write_text(yaml.safe_dump(overlay))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -30,21 +30,6 @@ SETTINGS = {
 }
 
 
-@pytest.fixture(scope="module")
-def spark():
-    pytest.importorskip("pyspark")
-    pytest.importorskip("delta")
-    from pyspark.sql import SparkSession
-
-    from deepseg.spark.session import FAST_START_CONF, get_spark
-
-    before = SparkSession.getActiveSession()
-    session = get_spark(app_name="deepseg-validation", master="local[2]", conf=FAST_START_CONF)
-    yield session
-    if before is None:
-        session.stop()
-
-
 def _settings(root, **overrides) -> dict:
     return merge(merge(SETTINGS, {"data": {"root": str(root)}}), overrides)
 

@@ -188,11 +188,11 @@ def test_unlabeled_rows_per_epoch_streams_a_fresh_random_subset_each_epoch(spark
     n = 1000
     X, df = _indexed(spark, n)
     labeler = _ensemble(X.shape[1])
-    with SparkBackend(df, batch_rows=100, seed=1, unlabeled_rows_per_epoch=300) as backend:
+    with SparkBackend(df, batch_rows=100, seed=1) as backend:
         with backend.pseudo_label(labeler) as data:
             epochs = []
             for seed in (0, 1, 0):
-                batches = list(data.batches(50, seed))
+                batches = list(data.batches(50, seed, max_rows=300))
                 xs = np.concatenate([xb for xb, _ in batches])
                 np.testing.assert_allclose(np.concatenate([pb for _, pb in batches]), labeler(xs), rtol=1e-6)
                 epochs.append(xs[:, 0].astype(int))
@@ -203,8 +203,6 @@ def test_unlabeled_rows_per_epoch_streams_a_fresh_random_subset_each_epoch(spark
     stats = backend.stats[0]
     assert stats["streamed_rows"] == sum(len(e) for e in epochs)
     assert stats["pseudo_label_s"] > 0 and stats["unlabelled_epochs_s"] >= stats["stream_wait_s"] >= 0
-    with pytest.raises(ValueError, match="unlabeled_rows_per_epoch.*0"):
-        SparkBackend(df, unlabeled_rows_per_epoch=0)
 
 
 def test_score_dataframe_keep_columns(spark):
@@ -219,3 +217,19 @@ def test_score_dataframe_keep_columns(spark):
     np.testing.assert_allclose(np.array([r.propensities for r in rows]), ensemble(X), rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match=r"keep_columns \['nope'\]"):
         score_dataframe(df, ensemble, keep_columns=["nope"])
+
+
+def test_embed_dataframe_appends_the_last_iterations_embedding(spark):
+    from deepseg.core.train import embed
+    from deepseg.spark.backend import embed_dataframe
+
+    X, _ = _indexed(spark, 200)
+    df = spark.createDataFrame([(i, x.tolist()) for i, x in enumerate(X)], "id long, features array<double>")
+    ensemble = EMAEnsemble([frozen_copy(SegmentationNet(3, 4)) for _ in range(2)], 0.8)
+    out = embed_dataframe(df, ensemble, embedding_col="z", keep_columns=["id"])
+    assert out.columns == ["id", "z"]
+    rows = sorted(out.collect())
+    np.testing.assert_allclose(np.array([r.z for r in rows]), embed(ensemble.nets[-1], X), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(embed(ensemble.nets[0], X), embed(ensemble.nets[-1], X))
+    with pytest.raises(ValueError, match=r"already exist"):
+        embed_dataframe(df, ensemble, embedding_col="id", keep_columns=["id"])
