@@ -283,7 +283,7 @@ def torch_floors(n_rows: int = 262_144, train_rows: int = 65_536, n_iter: int = 
     from deepseg.core.loop import DeepSegConfig
     from deepseg.core.ovr import OvRTSVM
     from deepseg.core.pseudo import EMAEnsemble, PseudoLabeler, frozen_copy
-    from deepseg.core.train import embed, make_optimizer, torch_threads
+    from deepseg.core.train import embed, make_optimizer, optimizer_step, torch_threads
     from deepseg.core.tsvm import BinaryTSVM
 
     cfg = DeepSegConfig()
@@ -314,13 +314,11 @@ def torch_floors(n_rows: int = 262_144, train_rows: int = 65_536, n_iter: int = 
 
     def train():
         net = SegmentationNet(N_FEATURES, N_SEGMENTS, cfg.net)
-        opt = make_optimizer(net, cfg.train.learning_rate)  # as retraining: penalty as weight decay
+        opt = make_optimizer(net, cfg.train.learning_rate)
         net.train()
         for s in range(0, train_rows - bs + 1, bs):
             loss = cfg.train.unlabeled_weight * mse_loss(net(Xt[s:s + bs]), Pt[s:s + bs])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(net, opt, loss)  # as retraining steps
 
     with torch_threads(cfg.train.num_threads):  # as retraining runs (TrainConfig.num_threads)
         out["train_rows_s"] = rate(train, train_rows - train_rows % bs)

@@ -70,8 +70,8 @@ class SegmentationNet(nn.Module):
         return self.f.dense1.weight, self.f.dense2.weight, self.g.dense.weight
 
     def penalty(self) -> torch.Tensor:
-        """Tikhonov penalty Σ λ_k ||W_k||², decreasing through the network (training applies its
-        gradient as Adam's weight decay: :func:`deepseg.core.train.make_optimizer`)."""
+        """Tikhonov penalty Σ λ_k ||W_k||², decreasing through the network (training adds its
+        gradient directly: :func:`deepseg.core.train.optimizer_step`)."""
         return sum(lam * w.pow(2).sum() for lam, w in zip(self.config.l2, self.penalized_weights()))
 
 

@@ -53,10 +53,10 @@ def test_kl_loss_is_zero_at_the_target_and_positive_elsewhere():
     assert kl_loss(torch.zeros(1, 3), target).item() > 0.05
 
 
-def test_optimizer_applies_the_tikhonov_penalty_as_weight_decay():
-    """make_optimizer's steps on the loss alone equal plain Adam's steps on loss + penalty()."""
+def test_optimizer_step_equals_adam_on_loss_plus_penalty():
+    """optimizer_step (penalty gradient added in place, fused Adam) = plain Adam on loss + penalty()."""
     from deepseg.core.embed import mse_loss
-    from deepseg.core.train import make_optimizer
+    from deepseg.core.train import make_optimizer, optimizer_step
 
     torch.manual_seed(0)
     a = SegmentationNet(n_features=6, n_classes=3)
@@ -64,12 +64,12 @@ def test_optimizer_applies_the_tikhonov_penalty_as_weight_decay():
     b.load_state_dict(a.state_dict())
     a.eval(), b.eval()  # no dropout: both nets see the same function
     opt_a = make_optimizer(a, 1e-2)
-    opt_b = torch.optim.Adam(b.parameters(), lr=1e-2)
+    opt_b = torch.optim.Adam(b.parameters(), lr=1e-2, foreach=False, fused=False)
     x, t = torch.randn(16, 6), torch.softmax(torch.randn(16, 3), 1)
     for _ in range(5):
-        opt_a.zero_grad(), opt_b.zero_grad()
-        mse_loss(a(x), t).backward()
+        optimizer_step(a, opt_a, mse_loss(a(x), t))
+        opt_b.zero_grad()
         (mse_loss(b(x), t) + b.penalty()).backward()
-        opt_a.step(), opt_b.step()
+        opt_b.step()
     for pa_, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pa_, pb, rtol=1e-5, atol=1e-6)
