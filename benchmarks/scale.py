@@ -2,7 +2,7 @@
 
 For each N the harness, in a fresh process (so that peak memory is per N):
 
-1. writes N users × 64 float features (one ``array<float>`` column), a ~1% labelled 5-segment
+1. writes N users × 64 float features (one ``array<float>`` column), a labelled (~1%, or ``--survey-size`` users) 5-segment
    ``label`` column and the true segment into a Delta table, chunk by chunk (never the whole
    table in memory): Parquet files written with pyarrow, then converted to Delta in place;
 2. measures the machine's floors on that table and those arrays, in the same run: Spark's
@@ -388,7 +388,8 @@ def run_one(n_users: int, args) -> dict:
     scores = DATA / f"scores_{n_users}"
     with MemorySampler(jvm) as mem:
         t = time.perf_counter()
-        gen = write_users(spark, table, n_users, seed=args.seed, labelled_fraction=args.labelled)
+        fraction = args.survey_size / n_users if args.survey_size else args.labelled
+        gen = write_users(spark, table, n_users, seed=args.seed, labelled_fraction=fraction)
         res["features"] = {"seconds": time.perf_counter() - t, **gen}
         say("N=%d: features table written in %.1fs", n_users, res["features"]["seconds"])
 
@@ -678,6 +679,9 @@ def main(argv=None):
     parser.add_argument("--users", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--labelled", type=float, default=0.01, help="labelled fraction of the users")
+    parser.add_argument("--survey-size", type=int, default=None,
+                        help="about this many labelled users at every N (overrides --labelled): a "
+                             "survey of fixed size, as in production")
     parser.add_argument("--tsvm-sample", type=int, default=100_000,
                         help="TSVM sample of unlabelled users (fixed over N: bounds driver memory)")
     parser.add_argument("--epoch-rows", type=int, default=None,
@@ -750,6 +754,7 @@ def main(argv=None):
         cmd = [sys.executable, "-m", "benchmarks.scale", "--one", str(n), "--out", str(part),
                "--iterations", str(args.iterations), "--tsvm-sample", str(args.tsvm_sample),
                "--labelled", str(args.labelled), "--unlabeled-batch", str(args.unlabeled_batch),
+               *(["--survey-size", str(args.survey_size)] if args.survey_size else []),
                "--arrow-batch", str(args.arrow_batch), "--driver-memory", args.driver_memory,
                "--master", args.master, "--seed", str(args.seed)]
         cmd += ["--epoch-rows", str(args.epoch_rows)] if args.epoch_rows else []

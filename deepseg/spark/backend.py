@@ -117,13 +117,14 @@ def job_description(sc, description: str):
         sc.setLocalProperty("spark.job.description", previous)
 
 
-def _storage_level():
-    from pyspark import StorageLevel
-
-    return StorageLevel.MEMORY_AND_DISK
-
-
 def _disk_storage_level():
+    """Where the backend caches what it reads more than once: the executors' local disks.
+
+    MEMORY_AND_DISK ran the 4 GB local JVM out of heap at 10M users twice (unrolling the input,
+    then building the in-memory columnar cache of the pseudo-labels): those buffers are not
+    counted by Spark's storage memory, so it does not spill in time. The OS page cache still
+    keeps recently written blocks in memory when there is room.
+    """
     from pyspark import StorageLevel
 
     return StorageLevel.DISK_ONLY
@@ -472,8 +473,6 @@ class SparkBackend:
         base = unlabeled.select(F.monotonically_increasing_id().alias(ROW_ID),
                                 float_array_column(unlabeled, features_col).alias(FEATURES))
         self._persisted = persist
-        # on disk: cached straight from the reader batch by batch; unrolling large input partitions
-        # into the heap (MEMORY_AND_DISK) ran the 4 GB local driver out of memory at 10M users
         self.base = base.persist(_disk_storage_level()) if persist else base
         self._count: int | None = None
         self._iteration = 0
@@ -548,7 +547,7 @@ class SparkBackend:
                 packed = self.base.coalesce(1).mapInArrow(fn, _PACKED_SCHEMA)
             else:  # label where the users are, then move only packed bytes: bucket b → partition b
                 packed = self.base.mapInArrow(fn, _PACKED_SCHEMA).repartition(n_buckets, F.col("key"))
-            packed = packed.persist(_storage_level())
+            packed = packed.persist(_disk_storage_level())
             t = time.perf_counter()
             with job_description(self.sc, f"deepseg: embed+TSVM scores iteration {it}"):
                 packed.count()
