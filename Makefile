@@ -31,8 +31,8 @@ bench-tsvm: setup
 
 # Scale benchmark (issues 3, 5): N users x 64 features in Delta, train (6 iterations) + score on
 # Spark local[2], per-stage rows/s against floors measured in the same run. Data under /tmp/deepseg-scale.
-# --epoch-rows 500000 = conf/cluster.yaml's training.unlabeled_rows_per_epoch. The 10M run (~40 min):
-#   make bench-scale SCALE_ARGS="--users 1000000 10000000 --epoch-rows 500000"
+# --epoch-rows 500000 = conf/cluster.yaml's training.unlabeled_rows_per_epoch. 1M and 10M (~40 min):
+#   make bench-scale SCALE_ARGS="--users 1000000 10000000 --epoch-rows 500000 --survey-size 10000"
 SCALE_ARGS ?= --users 100000 1000000 --epoch-rows 500000
 bench-scale: setup
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.scale $(SCALE_ARGS)

@@ -651,22 +651,23 @@ R = `unlabeled_rows_per_epoch` (default N), B = `unlabeled_batch_size` (retrain 
 
 * **pseudo-label** (Spark, parallel over cores): T passes of N·d floats through Arrow plus
   f and c separators on each user; the shuffle moves N·(d + c + 2)·4 bytes as packed blobs,
-  persisted (memory, then disk) for the epochs. Linear in N·d; more cores / executors help.
+  cached on the executors' disks for the epochs. Linear in N·d; more cores / executors help.
 * **retrain, unlabelled** (driver, one torch thread): T·E·min(N, R) rows at the torch training
-  floor of the table above. Linear in N and E, independent of the cores: at 10M users it is
-  600M rows unless R caps it. This is the term to cap (R), or to move to an accelerator.
+  floor of the table above (batch B). Independent of the cores: without R it grows linearly in
+  N (600M rows at 10M users); R stops that.
 * **TSVM**: c·(1 + folds) independent fits on S × 32 rows (one Spark task each); grows with S and
   c, not with N.
 * **labelled**: 200·L rows for the supervised start plus T·E·L per run, at batch 32 on the driver:
-  grows with the survey size L (1% of N here).
-* **score**: N users × T nets forward, parallel; one Delta write.
+  grows with the survey size L.
+* **score**: N users × T stacked nets, parallel; one Delta write.
 * **driver memory**: the labelled users and the TSVM sample (S·d floats), two buckets of
-  `batch_rows` users, the nets: bounded by S, L and `batch_rows`, not by N. The JVM's heap is
-  fixed (`spark.driver.memory`); what does not fit is spilled to local disk (~N·(2d + c)·4 bytes).
+  `batch_rows` users, the nets: bounded by S, L and `batch_rows`, not by N. The executors cache
+  the input and the pseudo-labels on local disk (~N·(2d + c)·4 bytes).
 
 When a table outgrows one machine: cap R (a seeded random subset of buckets each epoch), keep S
-at 50k-100k, raise `batch_rows` only if the driver has memory to spare, add executors (the
-passes and the score scale with cores), and keep one `array<float>` features column.
+at 50k-100k, survey a fixed few thousand users, raise `batch_rows` only if the driver has memory
+to spare, add executors (the passes and the score scale with cores), and keep one `array<float>`
+features column.
 """.splitlines()
 
 
