@@ -1,21 +1,32 @@
 """Choose deepseg's defaults without looking at the labels of unlabelled points.
 
-Protocol: for each tuning seed (100+, disjoint from the benchmark's 0..9), draw the labelled
-points as the benchmark does, then hide a third of them per class: the model is fitted with
-those hidden too, and scored on them. Only labels a user would have are ever read. Settings
-are varied one at a time from the patent's values (coordinate search), and the mean
-validation accuracy over datasets and seeds is printed, best last.
+Protocol (rotating folds): for each tuning seed (100+, disjoint from the benchmark's 0..9), draw
+the labelled points as the benchmark does and split them into `--folds` stratified folds. Each
+fold in turn is hidden (fitted as unlabelled) and the model is scored on it, so every labelled
+point is validated exactly once per seed. Only labels a user would have are ever read.
 
-    python benchmarks/tune.py --seeds 4 --datasets digits10 wine
+Candidates are the patent's values with one setting changed at a time (coordinate search), or
+the product of `--grid` with `--product`. For every data set the script prints each candidate's
+validation accuracy and its difference to the first candidate (the base), paired by seed, with
+the standard error of that difference; results are written to `--out`.
+
+    python -m benchmarks.tune --seeds 10 --datasets digits5 synthetic --grid unlabeled_weight --jobs 2
 """
 
 from __future__ import annotations
 
+import os
+import sys
+
+if __package__ in (None, ""):  # run as a script: python benchmarks/tune.py
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import argparse
 import itertools
 import json
-import os
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
 import numpy as np
 
@@ -32,52 +43,94 @@ GRID = {
 }
 
 
-def validation_accuracy(params: dict, dataset: str, seed: int) -> float:
+def label_folds(y: np.ndarray, labelled: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """Fold number (0..n_folds-1) of each labelled point, stratified by class; -1 elsewhere."""
+    rng = np.random.default_rng(seed + 7)
+    folds = np.full(len(y), -1)
+    for k in np.unique(y[labelled]):
+        idx = rng.permutation(np.flatnonzero(labelled & (y == k)))
+        folds[idx] = np.arange(len(idx)) % n_folds
+    return folds
+
+
+def validation_hits(params: dict, dataset: str, seed: int, n_folds: int) -> tuple[int, int]:
+    """(correct, validated) over the labelled points of one seed, each hidden once."""
     X, y, per_class = DATASETS[dataset]()
     lab = labelled_mask(y, per_class, seed)
-    rng = np.random.default_rng(seed + 7)
-    hidden = np.zeros_like(lab)
-    for k in np.unique(y):
-        idx = np.flatnonzero(lab & (y == k))
-        hidden[rng.choice(idx, max(1, len(idx) // 3), replace=False)] = True
-    fit_y = np.where(lab & ~hidden, y, -1)
-    clf = DeepSegmentationClassifier(random_state=seed, **params).fit(X, fit_y)
-    return float(np.mean(clf.transduction_[hidden] == y[hidden]))
+    folds = label_folds(y, lab, n_folds, seed)
+    correct = 0
+    for fold in range(n_folds):
+        hidden = folds == fold
+        fit_y = np.where(lab & ~hidden, y, -1)
+        clf = DeepSegmentationClassifier(random_state=seed, **params).fit(X, fit_y)
+        correct += int(np.sum(clf.transduction_[hidden] == y[hidden]))
+    return correct, int(lab.sum())
+
+
+def _run(task):
+    index, params, dataset, seed, n_folds = task
+    t = time.perf_counter()
+    correct, n = validation_hits(params, dataset, seed, n_folds)
+    return index, dataset, seed, correct / n, time.perf_counter() - t
+
+
+def candidates_from(base: dict, grid: list[str], product: bool) -> list[dict]:
+    if product:
+        return [{**base, **dict(zip(grid, values))} for values in itertools.product(*(GRID[g] for g in grid))]
+    return [base] + [{**base, name: value} for name in grid for value in GRID[name] if value != base.get(name)]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=4)
-    parser.add_argument("--datasets", nargs="+", default=["digits10", "wine", "cancer"])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--datasets", nargs="+", default=["digits10", "digits5", "wine", "cancer", "synthetic"],
+                        choices=list(DATASETS))
     parser.add_argument("--base", type=json.loads, default={}, help="JSON settings to search around")
-    parser.add_argument("--grid", nargs="+", default=list(GRID), choices=list(GRID))
+    parser.add_argument("--grid", nargs="+", default=["unlabeled_weight"], choices=list(GRID))
     parser.add_argument("--product", action="store_true", help="all combinations of --grid, not one at a time")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--out", default="benchmarks/results/tune.json")
     args = parser.parse_args(argv)
 
     base = {**PATENT_PARAMS, **args.base}
-    if args.product:
-        candidates = [{**base, **dict(zip(args.grid, values))}
-                      for values in itertools.product(*(GRID[name] for name in args.grid))]
-    else:
-        candidates = [base] + [
-            {**base, name: value} for name in args.grid for value in GRID[name] if value != base.get(name)
-        ]
-    results = []
-    for params in candidates:
-        t = time.perf_counter()
-        accs = [
-            validation_accuracy(params, ds, 100 + s)
-            for ds, s in itertools.product(args.datasets, range(args.seeds))
-        ]
-        results.append({"params": params, "val_accuracy": float(np.mean(accs)), "seconds": time.perf_counter() - t})
-        changed = {k: v for k, v in params.items() if base.get(k) != v} or "patent"
-        print(f"{changed}: validation accuracy {np.mean(accs):.4f} ({time.perf_counter() - t:.0f}s)", flush=True)
-    results.sort(key=lambda r: r["val_accuracy"])
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    candidates = candidates_from(base, args.grid, args.product)
+    tasks = [(i, params, ds, 100 + s, args.folds)
+             for ds in args.datasets for s in range(args.seeds) for i, params in enumerate(candidates)]
+    acc = np.full((len(candidates), len(args.datasets), args.seeds), np.nan)
+    t0 = time.perf_counter()
+    pool = ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) if args.jobs > 1 else None
+    results = pool.map(_run, tasks) if pool else map(_run, tasks)
+    for done, (i, ds, seed, a, secs) in enumerate(results, 1):
+        acc[i, args.datasets.index(ds), seed - 100] = a
+        print(f"[{done}/{len(tasks)} {time.perf_counter() - t0:.0f}s] {ds} seed {seed} candidate {i}: "
+              f"validation accuracy {a:.4f} ({secs:.0f}s)", flush=True)
+    if pool:
+        pool.shutdown()
+
+    report = []
+    for i, params in enumerate(candidates):
+        changed = {k: v for k, v in params.items() if base.get(k) != v} or "base"
+        row = {"params": params, "changed": changed, "datasets": {}}
+        for d, ds in enumerate(args.datasets):
+            diff = acc[i, d] - acc[0, d]
+            row["datasets"][ds] = {
+                "val_accuracy": float(acc[i, d].mean()),
+                "diff_vs_base": float(diff.mean()),
+                "diff_se": float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan"),
+                "per_seed": acc[i, d].tolist(),
+            }
+        row["mean_val_accuracy"] = float(acc[i].mean())
+        report.append(row)
+    print(f"\n{args.seeds} seeds x {args.folds} rotating folds; difference to the base paired by seed (± s.e.)")
+    for row in report:
+        cells = "  ".join(f"{ds} {r['val_accuracy']:.4f} ({r['diff_vs_base']:+.4f}±{r['diff_se']:.4f})"
+                          for ds, r in row["datasets"].items())
+        print(f"{json.dumps(row['changed']):>30}: mean {row['mean_val_accuracy']:.4f} | {cells}")
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as fh:
-        json.dump(results, fh, indent=1)
-    print("best:", results[-1])
+        json.dump({"seeds": args.seeds, "folds": args.folds, "datasets": args.datasets,
+                   "seconds": time.perf_counter() - t0, "candidates": report}, fh, indent=1)
 
 
 if __name__ == "__main__":
