@@ -35,6 +35,9 @@ from deepseg import PATENT_PARAMS, DeepSegmentationClassifier
 
 GRID = {
     "unlabeled_weight": [1.0, 10.0, 100.0],
+    "retrain_lr_factor": [0.1, 1.0],
+    "unlabeled_epochs": [10, 30],
+    "labeled_epochs": [10, 30],
     "C": [0.1, 1.0, 10.0],
     "C_unlabeled": [0.1, 1.0, 3.0, 10.0],
     "ema_decay": [0.0, 0.5, 0.8],
@@ -53,6 +56,14 @@ def label_folds(y: np.ndarray, labelled: np.ndarray, n_folds: int, seed: int) ->
     return folds
 
 
+def make_estimator(params: dict, seed: int):
+    """deepseg with `params`; a prototype of benchmarks/experiments when they hold "opts"."""
+    if "opts" in params:
+        from benchmarks.experiments.variants import VariantClassifier
+        return VariantClassifier(random_state=seed, **params)
+    return DeepSegmentationClassifier(random_state=seed, **params)
+
+
 def validation_hits(params: dict, dataset: str, seed: int, n_folds: int) -> tuple[int, int]:
     """(correct, validated) over the labelled points of one seed, each hidden once."""
     X, y, per_class = DATASETS[dataset]()
@@ -62,7 +73,7 @@ def validation_hits(params: dict, dataset: str, seed: int, n_folds: int) -> tupl
     for fold in range(n_folds):
         hidden = folds == fold
         fit_y = np.where(lab & ~hidden, y, -1)
-        clf = DeepSegmentationClassifier(random_state=seed, **params).fit(X, fit_y)
+        clf = make_estimator(params, seed).fit(X, fit_y)
         correct += int(np.sum(clf.transduction_[hidden] == y[hidden]))
     return correct, int(lab.sum())
 
@@ -77,7 +88,8 @@ def _run(task):
 def candidates_from(base: dict, grid: list[str], product: bool) -> list[dict]:
     if product:
         return [{**base, **dict(zip(grid, values))} for values in itertools.product(*(GRID[g] for g in grid))]
-    return [base] + [{**base, name: value} for name in grid for value in GRID[name] if value != base.get(name)]
+    current = {**DeepSegmentationClassifier().get_params(), **base}
+    return [base] + [{**base, name: value} for name in grid for value in GRID[name] if value != current[name]]
 
 
 def main(argv=None):
@@ -87,14 +99,20 @@ def main(argv=None):
     parser.add_argument("--datasets", nargs="+", default=["digits10", "digits5", "wine", "cancer", "synthetic"],
                         choices=list(DATASETS))
     parser.add_argument("--base", type=json.loads, default={}, help="JSON settings to search around")
-    parser.add_argument("--grid", nargs="+", default=["unlabeled_weight"], choices=list(GRID))
+    parser.add_argument("--grid", nargs="*", default=["unlabeled_weight"], choices=list(GRID))
     parser.add_argument("--product", action="store_true", help="all combinations of --grid, not one at a time")
+    parser.add_argument("--variants", nargs="+", default=[],
+                        help="prototypes of benchmarks/experiments/validate.py to add as candidates "
+                             "(name 'base' is the prototype loop with deepseg's settings)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--out", default="benchmarks/results/tune.json")
     args = parser.parse_args(argv)
 
     base = {**PATENT_PARAMS, **args.base}
-    candidates = candidates_from(base, args.grid, args.product)
+    candidates = candidates_from(base, args.grid, args.product) if args.grid else [base]
+    if args.variants:
+        from benchmarks.experiments.validate import VARIANTS
+        candidates += [{**base, **VARIANTS[v][0], "opts": {"name": v, **VARIANTS[v][1]}} for v in args.variants]
     tasks = [(i, params, ds, 100 + s, args.folds)
              for ds in args.datasets for s in range(args.seeds) for i, params in enumerate(candidates)]
     acc = np.full((len(candidates), len(args.datasets), args.seeds), np.nan)
@@ -111,6 +129,8 @@ def main(argv=None):
     report = []
     for i, params in enumerate(candidates):
         changed = {k: v for k, v in params.items() if base.get(k) != v} or "base"
+        if "opts" in params:
+            changed = {**changed, "opts": params["opts"]["name"]}
         row = {"params": params, "changed": changed, "datasets": {}}
         for d, ds in enumerate(args.datasets):
             diff = acc[i, d] - acc[0, d]

@@ -26,10 +26,9 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
-from torch.nn import functional as F
 
 from deepseg.classifier import DeepSegmentationClassifier
-from deepseg.core.embed import NetConfig, SegmentationNet, smooth_labels
+from deepseg.core.embed import NetConfig, SegmentationNet, smooth_labels, weighted_cross_entropy
 from deepseg.core.loop import DeepSegConfig
 from deepseg.core.ovr import split_semi_supervised
 from deepseg.core.pseudo import frozen_copy
@@ -44,14 +43,9 @@ def SupervisedNet(**params) -> DeepSegmentationClassifier:
     return DeepSegmentationClassifier(n_iter=0, **params)
 
 
-def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over rows of -Σ_k t_k log softmax(logits)_k; a row's sum is its weight."""
-    return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-
-
 class _PseudoLabelNet(ClassifierMixin, BaseEstimator):
     """deepseg's supervised start, then `n_rounds` of: pseudo-targets → `epochs` of weighted
-    cross-entropy on them → `epochs` of KL on the labelled points (deepseg's schedule, rate / 10).
+    cross-entropy on them → `epochs` of KL on the labelled points (deepseg's schedule and retraining rate).
     Subclasses only say how a round's targets are made (`_targets`)."""
 
     _parameter_constraints: dict = {

@@ -40,6 +40,14 @@ VARIANTS = {
     "em-uw100-sharp": ({"unlabeled_weight": 100.0}, {"prior": "em", "target": "sharpen", "sharpen_T": 0.5}),
     "em-uw100-hard": ({"unlabeled_weight": 100.0}, {"prior": "em", "target": "hard"}),
     "anneal": ({}, {"cstar_anneal": [0.01, 0.1, 1.0]}),
+    "ce-hard-w": ({}, {"loss": "ce", "target": "hard", "weight": "certainty"}),
+    "ce-soft-w": ({}, {"loss": "ce", "weight": "certainty"}),
+    "ce-hard-w-prod": ({}, {"loss": "ce", "target": "hard", "weight": "certainty", "teacher": "product"}),
+    "ce-hard-w-cap2k": ({"unlabeled_rows_per_epoch": 2048}, {"loss": "ce", "target": "hard", "weight": "certainty"}),
+    "pi10": ({}, {"consistency": 10.0}),
+    "pi100": ({}, {"consistency": 100.0}),
+    "pi100-uw100": ({"unlabeled_weight": 100.0}, {"consistency": 100.0}),
+    "prod-uw100": ({"unlabeled_weight": 100.0}, {"teacher": "product"}),
     "em-uw100-anneal": ({"unlabeled_weight": 100.0}, {"prior": "em", "cstar_anneal": [0.01, 0.1, 1.0]}),
 }
 

@@ -10,6 +10,14 @@ prior_every  re-estimate the prior each iteration (True) or once from the superv
 prior_out    also multiply the prediction by π̂/π_l (renormalised), i.e. prior-correct g∘f
 target       "soft" (TSVM probabilities), "hard" (one-hot of the TSVM argmax), "sharpen" (p^(1/T))
 loss         "mse" (deepseg), "ce" (cross-entropy to the targets)
+teacher      "tsvm" (deepseg: the TSVM probabilities), "product" (TSVM × this iteration's frozen g∘f,
+             renormalised: two different classifiers' agreement as the target)
+weight       "none" (deepseg), "certainty": each unlabelled target row scaled by Iscen et al.'s
+             ω_i = 1 - H(p_i)/log c (max 1) and the class weight ζ_j = (n/c)/#argmax j (only with
+             loss "ce", where scaling the target scales the loss: deep label propagation's loss)
+consistency  λ ≥ 0: during the unlabelled epochs also minimise λ·‖softmax(g(f(x + σε))) −
+             softmax(g(f(x)))‖² over two dropout passes (Π-model, Laine & Aila 2017; the second
+             pass detached), σ = `noise` on the standardised features
 cstar_anneal list of factors of C* (e.g. [0.01, 0.1, 1]): CCCP is run to convergence with C* times
              each factor in turn, each warm-started from the previous solution (Joachims-style
              annealing); None = deepseg's single CCCP run. Implemented, not measured (no time).
@@ -25,6 +33,7 @@ import torch
 from sklearn.base import _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import validate_data
+from scipy.special import entr
 from torch.nn import functional as F
 
 from deepseg.classifier import DeepSegmentationClassifier
@@ -35,7 +44,7 @@ from deepseg.core.loop import DeepSegResult
 from deepseg.core.ovr import OvRTSVM, calibration_folds, fit_temperature, split_semi_supervised
 from deepseg.core.pseudo import EMAEnsemble, frozen_copy
 from deepseg.core.train import (
-    embed, make_optimizer, predict_proba, set_learning_rate, shuffled_batches, torch_threads,
+    embed, make_optimizer, optimizer_step, predict_proba, set_learning_rate, shuffled_batches, torch_threads,
     train_epochs, train_labelled,
 )
 from deepseg.core.tsvm import TSVMConfig, fit_binary_tsvm
@@ -43,6 +52,7 @@ from deepseg.core.tsvm import TSVMConfig, fit_binary_tsvm
 DEFAULT_OPTS = {
     "prior": "labelled", "prior_every": True, "prior_out": False,
     "target": "soft", "sharpen_T": 0.5, "loss": "mse", "cstar_anneal": None,
+    "teacher": "tsvm", "weight": "none", "consistency": 0.0, "noise": 0.1,
 }
 
 
@@ -127,6 +137,22 @@ def ce_loss(logits, target):
     return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
+def train_consistent(net, optimizer, batches, loss, epochs, weight, lam, noise):
+    """train_epochs plus the Π-model consistency term on each unlabelled batch."""
+    net.train()
+    for epoch in range(epochs):
+        for xb, tb in batches(epoch):
+            if len(xb) < 2:
+                continue
+            x = torch.as_tensor(xb, dtype=torch.float32)
+            t = torch.as_tensor(tb, dtype=torch.float32)
+            logits = net(x)
+            with torch.no_grad():
+                anchor = F.softmax(net(x + noise * torch.randn_like(x)), dim=1)
+            value = weight * loss(logits, t) + lam * F.mse_loss(F.softmax(logits, dim=1), anchor)
+            optimizer_step(net, optimizer, value)
+
+
 def _fit(X_l, y_l, X_u, n_classes, config, seed, opts):
     torch.manual_seed(seed)
     tc = config.train
@@ -151,14 +177,31 @@ def _fit(X_l, y_l, X_u, n_classes, config, seed, opts):
         tsvm = fit_ovr(Z_l, y_l, Z_u, n_classes, config.tsvm, config.tsvm_calibration_folds, seed + it,
                        balance=balance, anneal=opts["cstar_anneal"])
         P = tsvm.predict_proba(Z_u)
+        if opts["teacher"] == "product":
+            P = P * predict_proba(net, sample)
+            P /= P.sum(axis=1, keepdims=True)
+        w = None
+        if opts["weight"] == "certainty":
+            assert opts["loss"] == "ce", "certainty weights scale the targets: cross-entropy only"
+            w = 1.0 - entr(P).sum(axis=1) / np.log(n_classes)
+            w /= max(w.max(), 1e-12)
+            counts = np.bincount(P.argmax(axis=1), minlength=n_classes)
+            w *= (len(P) / n_classes / np.maximum(counts, 1))[P.argmax(axis=1)]
         if opts["target"] == "hard":
             P = np.eye(n_classes)[P.argmax(axis=1)]
         elif opts["target"] == "sharpen":
             P = P ** (1.0 / opts["sharpen_T"])
             P /= P.sum(axis=1, keepdims=True)
+        if w is not None:
+            P = P * w[:, None]
         P = P.astype(np.float32)
-        batches = lambda e, it=it: shuffled_batches(sample, P, tc.unlabeled_batch_size, seed + 1000 * it + e)
-        train_epochs(net, optimizer, batches, loss, tc.unlabeled_epochs, tc.unlabeled_weight)
+        batches = lambda e, it=it: shuffled_batches(sample, P, tc.unlabeled_batch_size, seed + 1000 * it + e,
+                                                   tc.unlabeled_rows_per_epoch)
+        if opts["consistency"] > 0:
+            train_consistent(net, optimizer, batches, loss, tc.unlabeled_epochs, tc.unlabeled_weight,
+                             opts["consistency"], opts["noise"])
+        else:
+            train_epochs(net, optimizer, batches, loss, tc.unlabeled_epochs, tc.unlabeled_weight)
         train_labelled(net, optimizer, X_l, H, tc.labeled_epochs, tc.batch_size, seed + 1000 * it)
         snapshots.append(frozen_copy(net))
         history.append({"iteration": it, "prior": None if prior is None else prior.tolist(),

@@ -98,3 +98,8 @@ def kl_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def mse_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error between softmax(logits) and target probability vectors (patent [0106])."""
     return F.mse_loss(F.softmax(logits, dim=1), target)
+
+
+def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of -Σ_k t_k log softmax(logits)_k; a target row's sum is its weight."""
+    return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()

@@ -20,7 +20,7 @@ import torch
 from deepseg.core.checkpoint import Checkpoint, run_fingerprint
 from deepseg.core.embed import NetConfig, SegmentationNet, smooth_labels
 from deepseg.core.ovr import OvRTSVM, fit_ovr_tsvm
-from deepseg.core.pseudo import EMAEnsemble, PseudoLabeler, frozen_copy
+from deepseg.core.pseudo import EMAEnsemble, PseudoLabeler, balancing_weights, frozen_copy
 from deepseg.core.train import (
     TrainConfig,
     embed,
@@ -74,6 +74,8 @@ class DeepSegConfig:
     tsvm_sample_size: int | None = None  # None: fit the TSVMs on every unlabelled user
     # folds for the TSVM probability temperature; < 2 fits it in-sample (sharper pseudo-labels)
     tsvm_calibration_folds: int = 3
+    # "tsvm": the TSVM probabilities (the patent); "tsvm_and_net": times g∘f's, renormalised
+    pseudo_labels: str = "tsvm_and_net"
 
 
 @dataclass
@@ -167,11 +169,15 @@ def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | No
         tsvm_labels = np.argmax(tsvm.decision_function(Z_u), axis=1)
 
         t = time.perf_counter()
-        with backend.pseudo_label(PseudoLabeler(frozen_copy(net), tsvm)) as data:
+        labeler = PseudoLabeler(frozen_copy(net), tsvm, with_net=config.pseudo_labels == "tsvm_and_net")
+        if tc.unlabeled_loss == "weighted_ce" and len(sample):
+            # class shares from the TSVM sample: every unlabelled user in memory, a sample on Spark
+            labeler.class_weights = balancing_weights(labeler.probabilities(sample))
+        with backend.pseudo_label(labeler) as data:
             mse = train_unlabelled(
                 net, optimizer,
                 lambda e: data.batches(tc.unlabeled_batch_size, seed + 1000 * it + e, tc.unlabeled_rows_per_epoch),
-                tc.unlabeled_epochs, tc.unlabeled_weight,
+                tc.unlabeled_epochs, tc.unlabeled_weight, tc.unlabeled_loss,
             )
         kl = train_labelled(net, optimizer, X_l, H, tc.labeled_epochs, tc.batch_size, seed + 1000 * it)
         times["retrain_s"] = time.perf_counter() - t

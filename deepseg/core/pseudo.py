@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy.special import entr
 
 from deepseg.core.embed import SegmentationNet
 from deepseg.core.ovr import OvRTSVM
@@ -28,13 +29,54 @@ def frozen_copy(net: SegmentationNet) -> SegmentationNet:
 
 @dataclass
 class PseudoLabeler:
-    """x ↦ p̂(x): embed with this iteration's f, then the one-vs-rest TSVM probabilities."""
+    """x ↦ the retraining target of an unlabelled user.
+
+    p̂(x): embed with this iteration's f, then the one-vs-rest TSVM probabilities (the patent's
+    target). With `with_net`, p̂ is multiplied by g's own probabilities and renormalised, so a
+    user's pseudo-label is the class both the TSVMs and g∘f find likely. With `class_weights`,
+    the target is the hard label argmax p̂ weighted as in :func:`weighted_hard_targets`.
+    """
 
     net: SegmentationNet
     tsvm: OvRTSVM
+    with_net: bool = False
+    class_weights: np.ndarray | None = None
+
+    def probabilities(self, X: np.ndarray) -> np.ndarray:
+        Z = embed(self.net, X)
+        P = self.tsvm.predict_proba(Z)
+        if self.with_net:
+            with torch.no_grad():
+                P = P * torch.softmax(self.net.g(torch.as_tensor(Z)), dim=1).double().numpy()
+            P /= P.sum(axis=1, keepdims=True)
+        return P
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
-        return self.tsvm.predict_proba(embed(self.net, X)).astype(np.float32)
+        P = self.probabilities(X)
+        if self.class_weights is not None:
+            P = weighted_hard_targets(P, self.class_weights)
+        return P.astype(np.float32)
+
+
+def balancing_weights(P: np.ndarray) -> np.ndarray:
+    """ζ_k = (1/c) / share of the users whose argmax is k: each class weighs the same in total."""
+    n, c = P.shape
+    counts = np.bincount(P.argmax(axis=1), minlength=c)
+    return n / c / np.maximum(counts, 1)
+
+
+def weighted_hard_targets(P: np.ndarray, class_weights: np.ndarray) -> np.ndarray:
+    """One-hot of argmax p̂ scaled by certainty × class weight (Iscen et al., CVPR 2019).
+
+    Certainty is ω = 1 − H(p̂)/log c (1 for a one-hot p̂, 0 for a uniform one); with
+    :func:`~deepseg.core.embed.weighted_cross_entropy` a row's loss is scaled by ω·ζ_k.
+    """
+    n, c = P.shape
+    labels = P.argmax(axis=1)
+    certainty = 1.0 - entr(P).sum(axis=1) / np.log(c) if c > 1 else np.ones(n)
+    T = np.zeros_like(P)
+    T[np.arange(n), labels] = np.clip(certainty, 0.0, 1.0) * class_weights[labels]
+    return T
 
 
 def ema_weights(n_iterations: int, decay: float) -> np.ndarray:

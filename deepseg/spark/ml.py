@@ -52,7 +52,8 @@ _SKLEARN_NAME = {
     "retrainLrFactor": "retrain_lr_factor", "unlabeledEpochs": "unlabeled_epochs",
     "labeledEpochs": "labeled_epochs", "unlabeledBatchSize": "unlabeled_batch_size",
     "unlabeledRowsPerEpoch": "unlabeled_rows_per_epoch",
-    "unlabeledWeight": "unlabeled_weight", "C": "C", "CUnlabeled": "C_unlabeled",
+    "unlabeledWeight": "unlabeled_weight", "unlabeledLoss": "unlabeled_loss",
+    "pseudoLabels": "pseudo_labels", "C": "C", "CUnlabeled": "C_unlabeled",
     "rampS": "ramp_s", "tsvmMaxIter": "tsvm_max_iter", "tsvmSampleSize": "tsvm_sample_size",
     "tsvmCalibrationFolds": "tsvm_calibration_folds", "emaDecay": "ema_decay",
 }
@@ -86,7 +87,11 @@ class _DeepSegmentationParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, Has
     unlabeledBatchSize = _param("unlabeledBatchSize", "unlabelled mini-batch size", _int)
     unlabeledRowsPerEpoch = _param("unlabeledRowsPerEpoch", "train each MSE epoch on a fresh random "
                                    "subset of about this many unlabelled users (None: all)", _int)
-    unlabeledWeight = _param("unlabeledWeight", "weight of the MSE loss on unlabelled users", _float)
+    unlabeledWeight = _param("unlabeledWeight", "weight of the loss on unlabelled users", _float)
+    unlabeledLoss = _param("unlabeledLoss", "loss on unlabelled users: 'weighted_ce' (certainty-weighted "
+                           "cross-entropy to the hard pseudo-label) or 'mse' (the patent's)", TypeConverters.toString)
+    pseudoLabels = _param("pseudoLabels", "pseudo-label probabilities: 'tsvm_and_net' (TSVM times g∘f, "
+                          "renormalised) or 'tsvm' (the patent's)", TypeConverters.toString)
     C = _param("C", "TSVM weight of the mean labelled hinge loss", _float)
     CUnlabeled = _param("CUnlabeled", "TSVM weight C* of the mean unlabelled hinge loss", _float)
     rampS = _param("rampS", "ramp point s of the CCCP decomposition", _float)
@@ -108,7 +113,7 @@ class _DeepSegmentationParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, Has
             supervisedEpochs=_T.supervised_epochs, numIter=_D.n_iter, retrainLrFactor=_T.retrain_lr_factor,
             unlabeledEpochs=_T.unlabeled_epochs, labeledEpochs=_T.labeled_epochs,
             unlabeledBatchSize=_T.unlabeled_batch_size, unlabeledRowsPerEpoch=_T.unlabeled_rows_per_epoch,
-            unlabeledWeight=_T.unlabeled_weight,
+            unlabeledWeight=_T.unlabeled_weight, unlabeledLoss=_T.unlabeled_loss, pseudoLabels=_D.pseudo_labels,
             C=_S.C, CUnlabeled=_S.C_unlabeled, rampS=_S.ramp_s, tsvmMaxIter=_S.max_iter,
             tsvmSampleSize=_D.tsvm_sample_size, tsvmCalibrationFolds=_D.tsvm_calibration_folds,
             emaDecay=_D.ema_decay, batchRows=DEFAULT_BATCH_ROWS,
@@ -199,7 +204,7 @@ class DeepSegmentation(Estimator, _DeepSegmentationParams, DefaultParamsReadable
                  embeddingSize=None, dropout=None, l2=None, labelSmoothing=None, learningRate=None,
                  batchSize=None, supervisedEpochs=None, numIter=None, retrainLrFactor=None,
                  unlabeledEpochs=None, labeledEpochs=None, unlabeledBatchSize=None,
-                 unlabeledRowsPerEpoch=None, unlabeledWeight=None,
+                 unlabeledRowsPerEpoch=None, unlabeledWeight=None, unlabeledLoss=None, pseudoLabels=None,
                  C=None, CUnlabeled=None, rampS=None, tsvmMaxIter=None, tsvmSampleSize=None,
                  tsvmCalibrationFolds=None, emaDecay=None, batchRows=None):
         super().__init__()
@@ -211,7 +216,7 @@ class DeepSegmentation(Estimator, _DeepSegmentationParams, DefaultParamsReadable
                   embeddingSize=None, dropout=None, l2=None, labelSmoothing=None, learningRate=None,
                   batchSize=None, supervisedEpochs=None, numIter=None, retrainLrFactor=None,
                   unlabeledEpochs=None, labeledEpochs=None, unlabeledBatchSize=None,
-                  unlabeledRowsPerEpoch=None, unlabeledWeight=None,
+                  unlabeledRowsPerEpoch=None, unlabeledWeight=None, unlabeledLoss=None, pseudoLabels=None,
                   C=None, CUnlabeled=None, rampS=None, tsvmMaxIter=None, tsvmSampleSize=None,
                   tsvmCalibrationFolds=None, emaDecay=None, batchRows=None):
         """Set params by keyword; None leaves a param at its default. Returns self."""
