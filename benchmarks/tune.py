@@ -5,7 +5,8 @@ the labelled points as the benchmark does and split them into `--folds` stratifi
 fold in turn is hidden (fitted as unlabelled) and the model is scored on it, so every labelled
 point is validated exactly once per seed. Only labels a user would have are ever read.
 
-Candidates are the patent's values with one setting changed at a time (coordinate search), or
+Candidates are deepseg's defaults (the patent's with --patent; --base overrides either) with one
+setting changed at a time (coordinate search), or
 the product of `--grid` with `--product`. For every data set the script prints each candidate's
 validation accuracy and its difference to the first candidate (the base), paired by seed, with
 the standard error of that difference; results are written to `--out`.
@@ -98,7 +99,9 @@ def main(argv=None):
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--datasets", nargs="+", default=["digits10", "digits5", "wine", "cancer", "synthetic"],
                         choices=list(DATASETS))
-    parser.add_argument("--base", type=json.loads, default={}, help="JSON settings to search around")
+    parser.add_argument("--base", type=json.loads, default={},
+                        help="JSON settings to search around (on top of deepseg's defaults)")
+    parser.add_argument("--patent", action="store_true", help="search around the patent's settings")
     parser.add_argument("--grid", nargs="*", default=["unlabeled_weight"], choices=list(GRID))
     parser.add_argument("--product", action="store_true", help="all combinations of --grid, not one at a time")
     parser.add_argument("--variants", nargs="+", default=[],
@@ -108,7 +111,7 @@ def main(argv=None):
     parser.add_argument("--out", default="benchmarks/results/tune.json")
     args = parser.parse_args(argv)
 
-    base = {**PATENT_PARAMS, **args.base}
+    base = {**(PATENT_PARAMS if args.patent else {}), **args.base}
     candidates = candidates_from(base, args.grid, args.product) if args.grid else [base]
     if args.variants:
         from benchmarks.experiments.validate import VARIANTS

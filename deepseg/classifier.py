@@ -79,7 +79,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         Epochs of the step on unlabelled points and of the KL step on labelled points.
     unlabeled_batch_size : int, default=256
     unlabeled_rows_per_epoch : int or None, default=None
-        Train each MSE epoch on a fresh seeded random subset of about this many unlabelled points
+        Train each unlabelled epoch on a fresh seeded random subset of about this many unlabelled points
         (None: all of them, as in the method): bounds retraining time on millions of users.
     unlabeled_weight : float, default=1.0
         Weight of the loss on unlabelled points.

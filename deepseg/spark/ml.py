@@ -82,10 +82,10 @@ class _DeepSegmentationParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, Has
     supervisedEpochs = _param("supervisedEpochs", "epochs of the supervised start", _int)
     numIter = _param("numIter", "iterations of Algorithm 1 (0: the supervised network alone)", _int)
     retrainLrFactor = _param("retrainLrFactor", "learning-rate factor while iterating", _float)
-    unlabeledEpochs = _param("unlabeledEpochs", "epochs of the MSE step on unlabelled users", _int)
+    unlabeledEpochs = _param("unlabeledEpochs", "epochs of the step on unlabelled users", _int)
     labeledEpochs = _param("labeledEpochs", "epochs of the KL step on labelled users", _int)
     unlabeledBatchSize = _param("unlabeledBatchSize", "unlabelled mini-batch size", _int)
-    unlabeledRowsPerEpoch = _param("unlabeledRowsPerEpoch", "train each MSE epoch on a fresh random "
+    unlabeledRowsPerEpoch = _param("unlabeledRowsPerEpoch", "train each unlabelled epoch on a fresh random "
                                    "subset of about this many unlabelled users (None: all)", _int)
     unlabeledWeight = _param("unlabeledWeight", "weight of the loss on unlabelled users", _float)
     unlabeledLoss = _param("unlabeledLoss", "loss on unlabelled users: 'weighted_ce' (certainty-weighted "
