@@ -1,5 +1,5 @@
 """End to end on real Delta tables under tmp_path: generate -> features -> survey -> train -> score
--> audiences -> refresh, with small settings (3k users, 2 iterations)."""
+-> audiences -> refresh, with small settings (3k users)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ def cfg(tmp_path_factory):
         "data": {"root": str(tmp_path_factory.mktemp("deepseg-data"))},
         "generate": {"n_users": 3000, "chunk_size": 1000, "synthetic": {"survey_fraction": 0.05}},
         "survey": {"invitations": 100, "k_range": [4, 6]},
-        "training": {"n_iter": 2, "unlabeled_epochs": 2, "labeled_epochs": 2,
-                     "tsvm_sample_size": 1500},
+        # deepseg's default iterations and epochs: with 2 x 2 x 2 the gain over the supervised
+        # start is a coin flip at this size (in memory, 3 seeds: +1.0, -0.8, -0.6 points)
+        "training": {"tsvm_sample_size": 1500},
         "audiences": {"top_k": 50},
     })
 
