@@ -1,7 +1,8 @@
 """⑤ From TSVM scores to pseudo-labels, and from per-iteration predictions to the EMA answer.
 
-Both objects here are plain picklable callables `X -> probabilities`, so a backend can ship
-them to wherever the users are (a Spark backend broadcasts them to executors).
+Both objects here are plain picklable callables (`X -> retraining targets`, `X ->
+probabilities`), so a backend can ship them to wherever the users are (a Spark backend
+broadcasts them to executors).
 """
 
 from __future__ import annotations
