@@ -42,8 +42,12 @@ GRID = {
     "C": [0.1, 1.0, 10.0],
     "C_unlabeled": [0.1, 1.0, 3.0, 10.0],
     "ema_decay": [0.0, 0.5, 0.8],
-    "supervised_epochs": [50, 100, 200],
+    "supervised_epochs": [50, 100, 200, 400],
     "tsvm_calibration_folds": [0, 3],
+    "n_iter": [6, 12],
+    "ramp_s": [0.0, -0.3],
+    "unlabeled_batch_size": [64, 256],
+    "learning_rate": [1e-3, 3e-3],
 }
 
 
