@@ -48,6 +48,7 @@ GRID = {
     "ramp_s": [0.0, -0.3],
     "unlabeled_batch_size": [64, 256],
     "learning_rate": [1e-3, 3e-3],
+    "mixup_alpha": [0.0, 1.0, 2.0],
 }
 
 

@@ -18,7 +18,8 @@ from deepseg.core.ovr import split_semi_supervised
 from deepseg.core.train import TrainConfig
 from deepseg.core.tsvm import TSVMConfig
 
-_N, _T, _S, _D = NetConfig(), TrainConfig(), TSVMConfig(), DeepSegConfig()
+_N, _T, _D = NetConfig(), TrainConfig(), DeepSegConfig()
+_S = _D.tsvm
 
 #: The settings as the patent gives them ([0104]-[0108]). deepseg's defaults differ in the first
 #: three, chosen by the labelled-only validation of benchmarks/tune.py (see the README).
@@ -27,6 +28,7 @@ PATENT_PARAMS = {
     "unlabeled_loss": "mse",
     "pseudo_labels": "tsvm",
     "unlabeled_weight": 1.0,
+    "mixup_alpha": 0.0,
     "C": 1.0,
     "C_unlabeled": 1.0,
     "ema_decay": 0.8,
@@ -51,7 +53,8 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
     iterations. The patent retrains at a tenth of the learning rate with MSE to the TSVM
     probabilities (``DeepSegmentationClassifier(**PATENT_PARAMS)``); deepseg's defaults keep the
     rate, multiply the TSVM probabilities by g∘f's and use a certainty-weighted cross-entropy to
-    the resulting hard label, which validated better on labelled points.
+    the resulting hard label, mix the unlabelled batches up (mixup) and weigh the TSVMs' labelled
+    hinge loss more (C = 10), which validated better on labelled points.
 
     Follows scikit-learn's semi-supervised convention: ``y == -1`` marks unlabelled points.
 
@@ -88,12 +91,17 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         "weighted_ce": cross-entropy to the pseudo-label's argmax, each point weighted by its
         certainty 1 − H(p̂)/log c and its class by the inverse of the class's share of argmaxes
         (Iscen et al. 2019), so uncertain points and over-predicted classes count less.
+    mixup_alpha : float, default=2.0
+        > 0 trains on mixup of the unlabelled batches (Zhang et al. 2018): each batch is replaced
+        by λ·batch + (1-λ)·shuffled batch, inputs and pseudo-labels alike, λ ~ Beta(α, α) folded
+        onto [½, 1]. 0 turns it off (the patent).
     pseudo_labels : {"tsvm_and_net", "tsvm"}, default="tsvm_and_net"
         "tsvm": the TSVM probabilities (the patent). "tsvm_and_net": their product with this
         iteration's g∘f probabilities, renormalised (a point is confidently labelled only where
         the TSVMs and the network agree).
-    C, C_unlabeled : float, default=1.0, 1.0
-        TSVM weights of the mean labelled and unlabelled hinge losses (C and C* of (4)).
+    C, C_unlabeled : float, default=10.0, 1.0
+        TSVM weights of the mean labelled and unlabelled hinge losses (C and C* of (4)); the
+        patent's settings use C = 1.
     ramp_s : float, default=0.0
         Ramp point of the CCCP decomposition (0 is objective (4) exactly).
     tsvm_max_iter : int, default=30
@@ -156,6 +164,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         "unlabeled_rows_per_epoch": [Interval(Integral, 1, None, closed="left"), None],
         "unlabeled_weight": _non_negative(Real),
         "unlabeled_loss": [StrOptions({"mse", "weighted_ce"})],
+        "mixup_alpha": _non_negative(Real),
         "pseudo_labels": [StrOptions({"tsvm", "tsvm_and_net"})],
         "C": _positive(Real),
         "C_unlabeled": _non_negative(Real),
@@ -186,6 +195,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         unlabeled_rows_per_epoch=_T.unlabeled_rows_per_epoch,
         unlabeled_weight=_T.unlabeled_weight,
         unlabeled_loss=_T.unlabeled_loss,
+        mixup_alpha=_T.mixup_alpha,
         pseudo_labels=_D.pseudo_labels,
         C=_S.C,
         C_unlabeled=_S.C_unlabeled,
@@ -212,6 +222,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         self.unlabeled_rows_per_epoch = unlabeled_rows_per_epoch
         self.unlabeled_weight = unlabeled_weight
         self.unlabeled_loss = unlabeled_loss
+        self.mixup_alpha = mixup_alpha
         self.pseudo_labels = pseudo_labels
         self.C = C
         self.C_unlabeled = C_unlabeled
@@ -234,6 +245,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
                 unlabeled_epochs=self.unlabeled_epochs, labeled_epochs=self.labeled_epochs,
                 unlabeled_batch_size=self.unlabeled_batch_size, unlabeled_weight=self.unlabeled_weight,
                 unlabeled_rows_per_epoch=self.unlabeled_rows_per_epoch, unlabeled_loss=self.unlabeled_loss,
+                mixup_alpha=self.mixup_alpha,
             ),
             tsvm=TSVMConfig(C=self.C, C_unlabeled=self.C_unlabeled, ramp_s=self.ramp_s, max_iter=self.tsvm_max_iter),
             n_iter=self.n_iter,

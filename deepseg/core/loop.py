@@ -67,7 +67,7 @@ class DeepSegConfig:
 
     net: NetConfig = NetConfig()
     train: TrainConfig = TrainConfig()
-    tsvm: TSVMConfig = TSVMConfig()
+    tsvm: TSVMConfig = TSVMConfig(C=10.0)  # C = 10 validated better with mixup (README, Benchmarks)
     n_iter: int = 6
     label_smoothing: float = 1e-3
     ema_decay: float = 0.8
@@ -177,7 +177,7 @@ def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | No
             mse = train_unlabelled(
                 net, optimizer,
                 lambda e: data.batches(tc.unlabeled_batch_size, seed + 1000 * it + e, tc.unlabeled_rows_per_epoch),
-                tc.unlabeled_epochs, tc.unlabeled_weight, tc.unlabeled_loss,
+                tc.unlabeled_epochs, tc.unlabeled_weight, tc.unlabeled_loss, tc.mixup_alpha, seed + 1000 * it,
             )
         kl = train_labelled(net, optimizer, X_l, H, tc.labeled_epochs, tc.batch_size, seed + 1000 * it)
         times["retrain_s"] = time.perf_counter() - t

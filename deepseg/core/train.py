@@ -37,6 +37,9 @@ class TrainConfig:
     # "mse": MSE to the pseudo-label probabilities (the patent, [0106]); "weighted_ce":
     # cross-entropy to the hard pseudo-label, weighted by certainty and class (pseudo.py)
     unlabeled_loss: str = "weighted_ce"
+    # > 0: mixup (Zhang et al. 2018) of the unlabelled batches with weight λ ~ Beta(α, α); 0: off
+    # (the patent). 2 with the TSVM's C = 10 validated best without losing on any data set.
+    mixup_alpha: float = 2.0
     # Small dense nets train fastest on one thread; more threads oversubscribe the cores that
     # Spark executors or other processes use (measured: 15x slower under contention).
     num_threads: int | None = 1
@@ -97,8 +100,14 @@ def train_epochs(
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     epochs: int,
     weight: float = 1.0,
+    mixup_alpha: float = 0.0,
+    seed: int = 0,
 ) -> list[float]:
-    """Run `epochs` passes of weight·loss + Tikhonov penalty; returns the mean loss per epoch."""
+    """Run `epochs` passes of weight·loss + Tikhonov penalty; returns the mean loss per epoch.
+
+    With `mixup_alpha` > 0 every batch is first mixed with a shuffled copy of itself (:func:`mixup`).
+    """
+    rng = np.random.default_rng(seed) if mixup_alpha > 0 else None
     net.train()
     means = []
     for epoch in range(epochs):
@@ -108,12 +117,27 @@ def train_epochs(
                 continue
             x = torch.as_tensor(xb, dtype=torch.float32)
             t = torch.as_tensor(tb, dtype=torch.float32)
+            if rng is not None:
+                x, t = mixup(x, t, mixup_alpha, rng)
             value = weight * loss(net(x), t)
             optimizer_step(net, optimizer, value)
             total += float(value.detach()) * len(xb)
             count += len(xb)
         means.append(total / max(count, 1))
     return means
+
+
+def mixup(x: torch.Tensor, t: torch.Tensor, alpha: float, rng: np.random.Generator
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """λ·(x, t) + (1-λ)·(x, t)[π] for λ ~ Beta(α, α) folded onto [½, 1] and a random order π.
+
+    The targets mix linearly like the inputs; both unlabelled losses accept such soft rows (the
+    weighted cross-entropy is linear in its target). Folding keeps each row closest to itself.
+    """
+    lam = rng.beta(alpha, alpha)
+    lam = max(lam, 1.0 - lam)
+    perm = torch.as_tensor(rng.permutation(len(x)))
+    return lam * x + (1.0 - lam) * x[perm], lam * t + (1.0 - lam) * t[perm]
 
 
 def train_labelled(net, optimizer, X: np.ndarray, H: np.ndarray, epochs: int, batch_size: int, seed: int) -> list[float]:
@@ -126,9 +150,11 @@ def train_labelled(net, optimizer, X: np.ndarray, H: np.ndarray, epochs: int, ba
 UNLABELED_LOSSES = {"mse": mse_loss, "weighted_ce": weighted_cross_entropy}
 
 
-def train_unlabelled(net, optimizer, batches: Batches, epochs: int, weight: float, loss: str = "mse") -> list[float]:
-    """Minimise weight·loss(g(f(x)), target) on pseudo-labelled users streamed by `batches`."""
-    return train_epochs(net, optimizer, batches, UNLABELED_LOSSES[loss], epochs, weight)
+def train_unlabelled(net, optimizer, batches: Batches, epochs: int, weight: float, loss: str = "mse",
+                     mixup_alpha: float = 0.0, seed: int = 0) -> list[float]:
+    """Minimise weight·loss(g(f(x)), target) on pseudo-labelled users streamed by `batches`
+    (mixed up with `mixup_alpha` > 0, in an order drawn from `seed`)."""
+    return train_epochs(net, optimizer, batches, UNLABELED_LOSSES[loss], epochs, weight, mixup_alpha, seed)
 
 
 @torch.no_grad()

@@ -36,13 +36,13 @@ from deepseg.classifier import DeepSegmentationClassifier
 from deepseg.core.embed import NetConfig
 from deepseg.core.loop import DeepSegConfig, DeepSegResult
 from deepseg.core.train import TrainConfig
-from deepseg.core.tsvm import TSVMConfig
 from deepseg.spark.backend import DEFAULT_BATCH_ROWS, score_dataframe, train_on_spark
 from deepseg.spark.persistence import load_model, save_model
 
 __all__ = ["DeepSegmentation", "DeepSegmentationModel"]
 
-_N, _T, _S, _D = NetConfig(), TrainConfig(), TSVMConfig(), DeepSegConfig()
+_N, _T, _D = NetConfig(), TrainConfig(), DeepSegConfig()
+_S = _D.tsvm
 
 #: Spark param name -> DeepSegmentationClassifier parameter (for the validation rules).
 _SKLEARN_NAME = {
@@ -52,7 +52,7 @@ _SKLEARN_NAME = {
     "retrainLrFactor": "retrain_lr_factor", "unlabeledEpochs": "unlabeled_epochs",
     "labeledEpochs": "labeled_epochs", "unlabeledBatchSize": "unlabeled_batch_size",
     "unlabeledRowsPerEpoch": "unlabeled_rows_per_epoch",
-    "unlabeledWeight": "unlabeled_weight", "unlabeledLoss": "unlabeled_loss",
+    "unlabeledWeight": "unlabeled_weight", "unlabeledLoss": "unlabeled_loss", "mixupAlpha": "mixup_alpha",
     "pseudoLabels": "pseudo_labels", "C": "C", "CUnlabeled": "C_unlabeled",
     "rampS": "ramp_s", "tsvmMaxIter": "tsvm_max_iter", "tsvmSampleSize": "tsvm_sample_size",
     "tsvmCalibrationFolds": "tsvm_calibration_folds", "emaDecay": "ema_decay",
@@ -90,6 +90,7 @@ class _DeepSegmentationParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, Has
     unlabeledWeight = _param("unlabeledWeight", "weight of the loss on unlabelled users", _float)
     unlabeledLoss = _param("unlabeledLoss", "loss on unlabelled users: 'weighted_ce' (certainty-weighted "
                            "cross-entropy to the hard pseudo-label) or 'mse' (the patent's)", TypeConverters.toString)
+    mixupAlpha = _param("mixupAlpha", "mixup Beta(alpha, alpha) of the unlabelled batches (0: off)", _float)
     pseudoLabels = _param("pseudoLabels", "pseudo-label probabilities: 'tsvm_and_net' (TSVM times g∘f, "
                           "renormalised) or 'tsvm' (the patent's)", TypeConverters.toString)
     C = _param("C", "TSVM weight of the mean labelled hinge loss", _float)
@@ -113,7 +114,8 @@ class _DeepSegmentationParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, Has
             supervisedEpochs=_T.supervised_epochs, numIter=_D.n_iter, retrainLrFactor=_T.retrain_lr_factor,
             unlabeledEpochs=_T.unlabeled_epochs, labeledEpochs=_T.labeled_epochs,
             unlabeledBatchSize=_T.unlabeled_batch_size, unlabeledRowsPerEpoch=_T.unlabeled_rows_per_epoch,
-            unlabeledWeight=_T.unlabeled_weight, unlabeledLoss=_T.unlabeled_loss, pseudoLabels=_D.pseudo_labels,
+            unlabeledWeight=_T.unlabeled_weight, unlabeledLoss=_T.unlabeled_loss, mixupAlpha=_T.mixup_alpha,
+            pseudoLabels=_D.pseudo_labels,
             C=_S.C, CUnlabeled=_S.C_unlabeled, rampS=_S.ramp_s, tsvmMaxIter=_S.max_iter,
             tsvmSampleSize=_D.tsvm_sample_size, tsvmCalibrationFolds=_D.tsvm_calibration_folds,
             emaDecay=_D.ema_decay, batchRows=DEFAULT_BATCH_ROWS,
@@ -204,8 +206,8 @@ class DeepSegmentation(Estimator, _DeepSegmentationParams, DefaultParamsReadable
                  embeddingSize=None, dropout=None, l2=None, labelSmoothing=None, learningRate=None,
                  batchSize=None, supervisedEpochs=None, numIter=None, retrainLrFactor=None,
                  unlabeledEpochs=None, labeledEpochs=None, unlabeledBatchSize=None,
-                 unlabeledRowsPerEpoch=None, unlabeledWeight=None, unlabeledLoss=None, pseudoLabels=None,
-                 C=None, CUnlabeled=None, rampS=None, tsvmMaxIter=None, tsvmSampleSize=None,
+                 unlabeledRowsPerEpoch=None, unlabeledWeight=None, unlabeledLoss=None, mixupAlpha=None,
+                 pseudoLabels=None, C=None, CUnlabeled=None, rampS=None, tsvmMaxIter=None, tsvmSampleSize=None,
                  tsvmCalibrationFolds=None, emaDecay=None, batchRows=None):
         super().__init__()
         self.setParams(**self._input_kwargs)
@@ -216,8 +218,8 @@ class DeepSegmentation(Estimator, _DeepSegmentationParams, DefaultParamsReadable
                   embeddingSize=None, dropout=None, l2=None, labelSmoothing=None, learningRate=None,
                   batchSize=None, supervisedEpochs=None, numIter=None, retrainLrFactor=None,
                   unlabeledEpochs=None, labeledEpochs=None, unlabeledBatchSize=None,
-                  unlabeledRowsPerEpoch=None, unlabeledWeight=None, unlabeledLoss=None, pseudoLabels=None,
-                  C=None, CUnlabeled=None, rampS=None, tsvmMaxIter=None, tsvmSampleSize=None,
+                  unlabeledRowsPerEpoch=None, unlabeledWeight=None, unlabeledLoss=None, mixupAlpha=None,
+                  pseudoLabels=None, C=None, CUnlabeled=None, rampS=None, tsvmMaxIter=None, tsvmSampleSize=None,
                   tsvmCalibrationFolds=None, emaDecay=None, batchRows=None):
         """Set params by keyword; None leaves a param at its default. Returns self."""
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}

@@ -115,7 +115,8 @@ def test_outputs_and_labels_kept(moons):
 @pytest.mark.parametrize(
     "params, match",
     [({"n_iter": -1}, "n_iter"), ({"dropout": 1.5}, "dropout"), ({"C": 0}, "'C'"), ({"l2": (1e-3,)}, "l2"),
-     ({"unlabeled_loss": "ce"}, "unlabeled_loss"), ({"pseudo_labels": "net"}, "pseudo_labels")],
+     ({"unlabeled_loss": "ce"}, "unlabeled_loss"), ({"pseudo_labels": "net"}, "pseudo_labels"),
+     ({"mixup_alpha": -1.0}, "mixup_alpha")],
 )
 def test_bad_parameters_are_named(moons, params, match):
     X, y, _ = moons
@@ -229,3 +230,36 @@ def test_patent_settings_still_run(moons):
     assert clf.to_config().train.unlabeled_loss == "mse" and clf.to_config().pseudo_labels == "tsvm"
     assert clf.to_config().train.retrain_lr_factor == pytest.approx(0.1)
     np.testing.assert_allclose(clf.predict_proba(X).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_mixup_mixes_inputs_and_targets_with_the_same_weight():
+    import torch
+
+    from deepseg.core.train import mixup
+
+    x = torch.arange(12, dtype=torch.float32).reshape(6, 2)
+    t = torch.eye(6)[:, :3] * 2.0
+    xm, tm = mixup(x, t, 2.0, np.random.default_rng(0))
+    rng = np.random.default_rng(0)  # mixup's draws: λ, then the order
+    lam = rng.beta(2.0, 2.0)
+    lam = max(lam, 1 - lam)
+    order = rng.permutation(6)
+    assert 0.5 <= lam < 1.0 and not np.array_equal(order, np.arange(6))
+    torch.testing.assert_close(xm, lam * x + (1 - lam) * x[order])
+    torch.testing.assert_close(tm, lam * t + (1 - lam) * t[order])
+    other = mixup(x, t, 2.0, np.random.default_rng(1))[0]
+    assert not torch.allclose(xm, other)
+
+
+def test_mixup_alpha_is_a_seeded_classifier_parameter(moons):
+    X, y, _ = moons
+    mixed = DeepSegmentationClassifier(random_state=0, mixup_alpha=1.0, **FAST).fit(X, y)
+    again = DeepSegmentationClassifier(random_state=0, mixup_alpha=1.0, **FAST).fit(X, y)
+    plain = DeepSegmentationClassifier(random_state=0, mixup_alpha=0.0, **FAST).fit(X, y)
+    assert mixed.to_config().train.mixup_alpha == 1.0
+    assert DeepSegmentationClassifier().to_config().train.mixup_alpha == 2.0  # the default
+    np.testing.assert_array_equal(mixed.predict_proba(X), again.predict_proba(X))
+    assert not np.allclose(mixed.predict_proba(X), plain.predict_proba(X))
+    # the supervised start is not mixed: only the unlabelled retraining differs
+    for a, b in zip(mixed.model_.supervised.parameters(), plain.model_.supervised.parameters()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
