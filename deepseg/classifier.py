@@ -22,7 +22,8 @@ _N, _T, _D = NetConfig(), TrainConfig(), DeepSegConfig()
 _S = _D.tsvm
 
 #: The settings as the patent gives them ([0104]-[0108]). deepseg's defaults differ in the first
-#: three, chosen by the labelled-only validation of benchmarks/tune.py (see the README).
+#: three, mixup_alpha and C, chosen by the labelled-only validation of benchmarks/tune.py (see
+#: the README).
 PATENT_PARAMS = {
     "retrain_lr_factor": 0.1,
     "unlabeled_loss": "mse",
