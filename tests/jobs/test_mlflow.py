@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from deepseg.config import load_config
+from deepseg.core.loop import DeepSegConfig
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -69,7 +70,9 @@ def test_train_job_logs_a_run(tmp_path, tracking):
         assert params[f"training.{key}"] == str(value), key
     # as resolved: every DeepSegConfig field, nested ones dotted
     assert params["deepseg.n_iter"] == "2" and params["deepseg.net.hidden_size"] == "64"
-    assert params["deepseg.tsvm.C"] == "1.0" and params["deepseg.train.supervised_epochs"] == "30"
+    assert params["deepseg.tsvm.C"] == str(DeepSegConfig().tsvm.C)  # not configured: the default
+    assert params["deepseg.train.mixup_alpha"] == str(DeepSegConfig().train.mixup_alpha)
+    assert params["deepseg.train.supervised_epochs"] == "30"
     assert params["n_classes"] == "5" and params["n_features"] == str(trained.metadata["n_features"])
 
     client = mlflow.MlflowClient(tracking)
