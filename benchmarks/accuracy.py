@@ -80,7 +80,8 @@ METHOD_NAMES = (
 )
 DESCRIPTIONS = {
     "deepseg": "`DeepSegmentationClassifier()`: deepseg's defaults (retraining at the full rate on the "
-               "certainty- and class-weighted argmax of TSVM × g∘f probabilities, mixup α = 2, TSVM C = 10; chosen by the "
+               "certainty- and class-weighted argmax of TSVM × g∘f probabilities for 20 epochs, input noise 0.2 and "
+               "mixup α = 2, TSVM C = 10, EMA ρ = 0.5; chosen by the "
                "labelled-only validation of `benchmarks/tune.py`)",
     "deepseg-patent": "`DeepSegmentationClassifier(**PATENT_PARAMS)`: the method as specified (MSE to the "
                       "TSVM probabilities at a tenth of the rate)",

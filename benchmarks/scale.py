@@ -404,7 +404,8 @@ def run_one(n_users: int, args) -> dict:
         res["floors_before"] = floors()
 
         df = spark.read.format("delta").load(str(table))
-        config = DeepSegConfig(n_iter=args.iterations, train=TrainConfig(unlabeled_batch_size=args.unlabeled_batch))
+        config = DeepSegConfig(n_iter=args.iterations, train=TrainConfig(
+            unlabeled_batch_size=args.unlabeled_batch, unlabeled_epochs=args.unlabeled_epochs))
         res["load_average_train"] = load_average()
         t = time.perf_counter()
         extra = {"batch_rows": args.batch_rows} if args.batch_rows else {}
@@ -461,7 +462,7 @@ def stages(r: dict) -> list[dict]:
     f, h, n = r["floors"], r["history"], r["users"]
     n_l = r["labelled"]
     n_u = n - n_l
-    cfg_epochs = 10  # DeepSegConfig().train.unlabeled_epochs / labeled_epochs
+    cfg_epochs = 10  # DeepSegConfig().train.labeled_epochs
     bs = f.get("train_batch", 256)
     it = len(h)
     sample = min(r["tsvm_sample_size"] or n_u, n_u)
@@ -690,6 +691,9 @@ def main(argv=None):
     parser.add_argument("--batch-rows", type=int, default=None, help="SparkBackend bucket size")
     parser.add_argument("--unlabeled-batch", type=int, default=1024,
                         help="retrain mini-batch on unlabelled users (training.unlabeled_batch_size; "
+                             "conf/cluster.yaml's value)")
+    parser.add_argument("--unlabeled-epochs", type=int, default=10,
+                        help="retrain epochs on unlabelled users per iteration (training.unlabeled_epochs; "
                              "conf/cluster.yaml's value)")
     parser.add_argument("--arrow-batch", type=int, default=10_000,
                         help="spark.sql.execution.arrow.maxRecordsPerBatch")

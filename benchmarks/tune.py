@@ -37,7 +37,7 @@ from deepseg import PATENT_PARAMS, DeepSegmentationClassifier
 GRID = {
     "unlabeled_weight": [1.0, 10.0, 100.0],
     "retrain_lr_factor": [0.1, 1.0],
-    "unlabeled_epochs": [10, 30],
+    "unlabeled_epochs": [10, 20, 30],
     "labeled_epochs": [10, 30],
     "C": [0.1, 1.0, 10.0],
     "C_unlabeled": [0.1, 1.0, 3.0, 10.0],
@@ -48,7 +48,8 @@ GRID = {
     "ramp_s": [0.0, -0.3],
     "unlabeled_batch_size": [64, 256],
     "learning_rate": [1e-3, 3e-3],
-    "mixup_alpha": [0.0, 1.0, 2.0],
+    "mixup_alpha": [0.0, 1.0, 2.0, 4.0],
+    "input_noise": [0.0, 0.1, 0.2, 0.4],
 }
 
 

@@ -53,6 +53,7 @@ _SKLEARN_NAME = {
     "labeledEpochs": "labeled_epochs", "unlabeledBatchSize": "unlabeled_batch_size",
     "unlabeledRowsPerEpoch": "unlabeled_rows_per_epoch",
     "unlabeledWeight": "unlabeled_weight", "unlabeledLoss": "unlabeled_loss", "mixupAlpha": "mixup_alpha",
+    "inputNoise": "input_noise",
     "pseudoLabels": "pseudo_labels", "C": "C", "CUnlabeled": "C_unlabeled",
     "rampS": "ramp_s", "tsvmMaxIter": "tsvm_max_iter", "tsvmSampleSize": "tsvm_sample_size",
     "tsvmCalibrationFolds": "tsvm_calibration_folds", "emaDecay": "ema_decay",
@@ -91,6 +92,8 @@ class _DeepSegmentationParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, Has
     unlabeledLoss = _param("unlabeledLoss", "loss on unlabelled users: 'weighted_ce' (certainty-weighted "
                            "cross-entropy to the hard pseudo-label) or 'mse' (the patent's)", TypeConverters.toString)
     mixupAlpha = _param("mixupAlpha", "mixup Beta(alpha, alpha) of the unlabelled batches (0: off)", _float)
+    inputNoise = _param("inputNoise", "std of the Gaussian noise added to the unlabelled batches' "
+                        "features (0: off)", _float)
     pseudoLabels = _param("pseudoLabels", "pseudo-label probabilities: 'tsvm_and_net' (TSVM times g∘f, "
                           "renormalised) or 'tsvm' (the patent's)", TypeConverters.toString)
     C = _param("C", "TSVM weight of the mean labelled hinge loss", _float)
@@ -115,6 +118,7 @@ class _DeepSegmentationParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, Has
             unlabeledEpochs=_T.unlabeled_epochs, labeledEpochs=_T.labeled_epochs,
             unlabeledBatchSize=_T.unlabeled_batch_size, unlabeledRowsPerEpoch=_T.unlabeled_rows_per_epoch,
             unlabeledWeight=_T.unlabeled_weight, unlabeledLoss=_T.unlabeled_loss, mixupAlpha=_T.mixup_alpha,
+            inputNoise=_T.input_noise,
             pseudoLabels=_D.pseudo_labels,
             C=_S.C, CUnlabeled=_S.C_unlabeled, rampS=_S.ramp_s, tsvmMaxIter=_S.max_iter,
             tsvmSampleSize=_D.tsvm_sample_size, tsvmCalibrationFolds=_D.tsvm_calibration_folds,
@@ -207,8 +211,8 @@ class DeepSegmentation(Estimator, _DeepSegmentationParams, DefaultParamsReadable
                  batchSize=None, supervisedEpochs=None, numIter=None, retrainLrFactor=None,
                  unlabeledEpochs=None, labeledEpochs=None, unlabeledBatchSize=None,
                  unlabeledRowsPerEpoch=None, unlabeledWeight=None, unlabeledLoss=None, mixupAlpha=None,
-                 pseudoLabels=None, C=None, CUnlabeled=None, rampS=None, tsvmMaxIter=None, tsvmSampleSize=None,
-                 tsvmCalibrationFolds=None, emaDecay=None, batchRows=None):
+                 inputNoise=None, pseudoLabels=None, C=None, CUnlabeled=None, rampS=None, tsvmMaxIter=None,
+                 tsvmSampleSize=None, tsvmCalibrationFolds=None, emaDecay=None, batchRows=None):
         super().__init__()
         self.setParams(**self._input_kwargs)
 
@@ -219,8 +223,8 @@ class DeepSegmentation(Estimator, _DeepSegmentationParams, DefaultParamsReadable
                   batchSize=None, supervisedEpochs=None, numIter=None, retrainLrFactor=None,
                   unlabeledEpochs=None, labeledEpochs=None, unlabeledBatchSize=None,
                   unlabeledRowsPerEpoch=None, unlabeledWeight=None, unlabeledLoss=None, mixupAlpha=None,
-                  pseudoLabels=None, C=None, CUnlabeled=None, rampS=None, tsvmMaxIter=None, tsvmSampleSize=None,
-                  tsvmCalibrationFolds=None, emaDecay=None, batchRows=None):
+                  inputNoise=None, pseudoLabels=None, C=None, CUnlabeled=None, rampS=None, tsvmMaxIter=None,
+                  tsvmSampleSize=None, tsvmCalibrationFolds=None, emaDecay=None, batchRows=None):
         """Set params by keyword; None leaves a param at its default. Returns self."""
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         return self._set(**kwargs)

@@ -116,7 +116,8 @@ def test_outputs_and_labels_kept(moons):
     "params, match",
     [({"n_iter": -1}, "n_iter"), ({"dropout": 1.5}, "dropout"), ({"C": 0}, "'C'"), ({"l2": (1e-3,)}, "l2"),
      ({"unlabeled_loss": "ce"}, "unlabeled_loss"), ({"pseudo_labels": "net"}, "pseudo_labels"),
-     ({"mixup_alpha": -1.0}, "mixup_alpha")],
+     ({"mixup_alpha": -1.0}, "mixup_alpha"), ({"input_noise": -0.1}, "input_noise"),
+     ({"unlabeled_epochs": -1}, "unlabeled_epochs")],
 )
 def test_bad_parameters_are_named(moons, params, match):
     X, y, _ = moons
@@ -263,3 +264,29 @@ def test_mixup_alpha_is_a_seeded_classifier_parameter(moons):
     # the supervised start is not mixed: only the unlabelled retraining differs
     for a, b in zip(mixed.model_.supervised.parameters(), plain.model_.supervised.parameters()):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_input_noise_is_a_seeded_classifier_parameter(moons):
+    X, y, _ = moons
+    params = dict(random_state=0, mixup_alpha=0.0, **FAST)
+    noisy = DeepSegmentationClassifier(input_noise=0.3, **params).fit(X, y)
+    again = DeepSegmentationClassifier(input_noise=0.3, **params).fit(X, y)
+    plain = DeepSegmentationClassifier(input_noise=0.0, **params).fit(X, y)
+    assert noisy.to_config().train.input_noise == 0.3
+    np.testing.assert_array_equal(noisy.predict_proba(X), again.predict_proba(X))
+    assert not np.allclose(noisy.predict_proba(X), plain.predict_proba(X))
+    # only the unlabelled retraining sees noise: the supervised start is the same
+    for a, b in zip(noisy.model_.supervised.parameters(), plain.model_.supervised.parameters()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_patent_params_give_the_patents_settings():
+    from deepseg import PATENT_PARAMS
+
+    cfg = DeepSegmentationClassifier(**PATENT_PARAMS).to_config()
+    t = cfg.train
+    assert (t.retrain_lr_factor, t.unlabeled_loss, cfg.pseudo_labels) == (0.1, "mse", "tsvm")
+    assert (t.unlabeled_epochs, t.labeled_epochs, t.unlabeled_weight) == (10, 10, 1.0)
+    assert (t.mixup_alpha, t.input_noise) == (0.0, 0.0)
+    assert (cfg.tsvm.C, cfg.tsvm.C_unlabeled, cfg.ema_decay, cfg.n_iter) == (1.0, 1.0, 0.8, 6)
+    assert (t.learning_rate, cfg.label_smoothing, cfg.net.hidden_size, cfg.net.embedding_size) == (1e-3, 1e-3, 128, 32)
