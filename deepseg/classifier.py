@@ -21,9 +21,9 @@ from deepseg.core.tsvm import TSVMConfig
 _N, _T, _D = NetConfig(), TrainConfig(), DeepSegConfig()
 _S = _D.tsvm
 
-#: The settings as the patent gives them ([0104]-[0108]) where deepseg's defaults differ from
-#: them (all but unlabeled_weight and C_unlabeled), those chosen by the labelled-only validation
-#: of benchmarks/tune.py (see the README).
+#: The patent's values ([0104]-[0108]) of the settings whose deepseg defaults differ (those were
+#: chosen by the labelled-only validation of benchmarks/tune.py, see the README), plus
+#: unlabeled_weight and C_unlabeled, which are the same in both.
 PATENT_PARAMS = {
     "retrain_lr_factor": 0.1,
     "unlabeled_loss": "mse",
