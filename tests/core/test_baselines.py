@@ -7,6 +7,7 @@ import scipy.sparse as sp
 from sklearn.base import clone
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/ is not an installed package
+from benchmarks.datasets import labelled_mask  # noqa: E402
 from benchmarks.metrics import expected_calibration_error  # noqa: E402
 from deepseg import DeepSegmentationClassifier  # noqa: E402
 from deepseg.baselines import DeepLabelPropagation, SelfTrainingNet, SupervisedNet, diffuse, knn_affinity  # noqa: E402
@@ -77,3 +78,13 @@ def test_expected_calibration_error_hand_computed():
     # two bins with accuracy = confidence: 0
     proba = np.array([[0.5, 0.5]] * 2 + [[1.0, 0.0]] * 2)
     assert expected_calibration_error([0, 1, 0, 0], proba) == pytest.approx(0.0)
+
+
+def test_labelled_mask_draws_a_count_or_a_fraction_of_each_class():
+    y = np.repeat([0, 1, 2], [100, 60, 40])
+    fixed = labelled_mask(y, 5, seed=3)
+    assert np.bincount(y[fixed]).tolist() == [5, 5, 5]
+    share = labelled_mask(y, 0.05, seed=3)  # proportional: round(0.05 * n_k), at least one
+    assert np.bincount(y[share]).tolist() == [5, 3, 2]
+    np.testing.assert_array_equal(share, labelled_mask(y, 0.05, seed=3))
+    assert not np.array_equal(share, labelled_mask(y, 0.05, seed=4))
