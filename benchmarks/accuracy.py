@@ -251,7 +251,10 @@ def report(summary: dict, meta: dict, path: str, plot_path: str | None) -> None:
         "macro-F1, log-loss and the expected calibration error (ECE: 15 equal-width bins of the largest "
         "probability) are given as mean ± sample standard deviation over seeds; seconds are fit + predict "
         "per run. Data sets: scikit-learn digits (10 and 5 labels per class), wine (3), breast cancer (5), "
-        "and synthetic users (`make_user_matrix`: 20 000 users, 5 segments, 40 labelled per segment = 1%).",
+        "synthetic users (`make_user_matrix`: 20 000 users, 5 segments, 40 labelled per segment = 1%), and "
+        "`users`: the same generator's users with features scaled as the Spark feature pipeline scales them "
+        "(one-hot columns z-scored too) and 5% of each segment labelled, i.e. in proportion to the segments "
+        "as a uniform survey draws them (1000 respondents, as in `make demo`).",
         "",
         "Methods:",
         "",
@@ -264,7 +267,9 @@ def report(summary: dict, meta: dict, path: str, plot_path: str | None) -> None:
         lines += [
             f"## {ds}",
             "",
-            f"{info['n']} points, {info['d']} features, {info['c']} classes, {info['per_class']} labelled per class.",
+            f"{info['n']} points, {info['d']} features, {info['c']} classes, " + (
+                f"{info['per_class']:.0%} of each class labelled." if isinstance(info["per_class"], float)
+                else f"{info['per_class']} labelled per class."),
             "",
             "| method | accuracy | macro-F1 | log-loss | ECE | seconds |",
             "|---|---|---|---|---|---|",
