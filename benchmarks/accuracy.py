@@ -46,6 +46,7 @@ def _methods():
     return {
         "deepseg": lambda seed: DeepSegmentationClassifier(random_state=seed),
         "deepseg-patent": lambda seed: DeepSegmentationClassifier(**PATENT_PARAMS, random_state=seed),
+        "deepseg-job": lambda seed: DeepSegmentationClassifier(**_job_params(), random_state=seed),
         "supervised-net": lambda seed: SupervisedNet(random_state=seed),
         "tsvm": lambda seed: TransductiveSVC(),
         "label-spreading": lambda seed: LabelSpreading(kernel="knn"),
@@ -55,6 +56,14 @@ def _methods():
         "deep-lp": lambda seed: DeepLabelPropagation(random_state=seed),
         **_experimental_methods(),
     }
+
+
+def _job_params() -> dict:
+    """The classifier parameters of the batch job's configuration (conf/base.yaml's `training`)."""
+    from deepseg.config import load_config
+
+    return dict(load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                         "conf", "base.yaml")).training.params)
 
 
 def _experimental_methods() -> dict:
@@ -75,7 +84,7 @@ def _experimental_names() -> list[str]:
 
 
 METHOD_NAMES = (
-    "deepseg", "deepseg-patent", "supervised-net", "tsvm", "label-spreading",
+    "deepseg", "deepseg-patent", "deepseg-job", "supervised-net", "tsvm", "label-spreading",
     "label-propagation", "logreg", "self-training", "deep-lp",
 )
 DESCRIPTIONS = {
@@ -85,6 +94,8 @@ DESCRIPTIONS = {
                "labelled-only validation of `benchmarks/tune.py`)",
     "deepseg-patent": "`DeepSegmentationClassifier(**PATENT_PARAMS)`: the method as specified (MSE to the "
                       "TSVM probabilities at a tenth of the rate)",
+    "deepseg-job": "deepseg with the batch job's training settings (`conf/base.yaml`: input noise 0, "
+                   "validated on the `users` set)",
     "supervised-net": "`SupervisedNet()`: the same g∘f on the labelled points only (n_iter=0)",
     "tsvm": "`TransductiveSVC()`: one-vs-rest linear TSVM on the raw features",
     "label-spreading": "`LabelSpreading(kernel='knn')` (scikit-learn defaults, transductive `label_distributions_`)",
