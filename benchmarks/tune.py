@@ -103,7 +103,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--folds", type=int, default=3)
-    parser.add_argument("--datasets", nargs="+", default=["digits10", "digits5", "wine", "cancer", "synthetic"],
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS),
                         choices=list(DATASETS))
     parser.add_argument("--base", type=json.loads, default={},
                         help="JSON settings to search around (on top of deepseg's defaults)")
