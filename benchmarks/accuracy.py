@@ -46,7 +46,6 @@ def _methods():
     return {
         "deepseg": lambda seed: DeepSegmentationClassifier(random_state=seed),
         "deepseg-patent": lambda seed: DeepSegmentationClassifier(**PATENT_PARAMS, random_state=seed),
-        "deepseg-job": lambda seed: DeepSegmentationClassifier(**_job_params(), random_state=seed),
         "supervised-net": lambda seed: SupervisedNet(random_state=seed),
         "tsvm": lambda seed: TransductiveSVC(),
         "label-spreading": lambda seed: LabelSpreading(kernel="knn"),
@@ -56,14 +55,6 @@ def _methods():
         "deep-lp": lambda seed: DeepLabelPropagation(random_state=seed),
         **_experimental_methods(),
     }
-
-
-def _job_params() -> dict:
-    """The classifier parameters of the batch job's configuration (conf/base.yaml's `training`)."""
-    from deepseg.config import load_config
-
-    return dict(load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                         "conf", "base.yaml")).training.params)
 
 
 def _experimental_methods() -> dict:
@@ -84,18 +75,16 @@ def _experimental_names() -> list[str]:
 
 
 METHOD_NAMES = (
-    "deepseg", "deepseg-patent", "deepseg-job", "supervised-net", "tsvm", "label-spreading",
+    "deepseg", "deepseg-patent", "supervised-net", "tsvm", "label-spreading",
     "label-propagation", "logreg", "self-training", "deep-lp",
 )
 DESCRIPTIONS = {
     "deepseg": "`DeepSegmentationClassifier()`: deepseg's defaults (retraining at the full rate on the "
-               "certainty- and class-weighted argmax of TSVM × g∘f probabilities for 20 epochs, input noise 0.2 and "
-               "mixup α = 2, TSVM C = 10, EMA ρ = 0.5; chosen by the "
+               "certainty- and class-weighted argmax of TSVM × g∘f probabilities for 20 epochs, input noise "
+               "(σ = 0.2 up to 10 labelled points per class, less above) and mixup α = 2, TSVM C = 10, EMA ρ = 0.5; chosen by the "
                "labelled-only validation of `benchmarks/tune.py`)",
     "deepseg-patent": "`DeepSegmentationClassifier(**PATENT_PARAMS)`: the method as specified (MSE to the "
                       "TSVM probabilities at a tenth of the rate)",
-    "deepseg-job": "deepseg with the batch job's training settings (`conf/base.yaml`: input noise 0, "
-                   "validated on the `users` set)",
     "supervised-net": "`SupervisedNet()`: the same g∘f on the labelled points only (n_iter=0)",
     "tsvm": "`TransductiveSVC()`: one-vs-rest linear TSVM on the raw features",
     "label-spreading": "`LabelSpreading(kernel='knn')` (scikit-learn defaults, transductive `label_distributions_`)",

@@ -92,11 +92,20 @@ def _run(task):
     return index, dataset, seed, correct / n, time.perf_counter() - t
 
 
-def candidates_from(base: dict, grid: list[str], product: bool) -> list[dict]:
+def grid_values(spec: str) -> tuple[str, list]:
+    """'name' (GRID's values) or 'name=v1,v2' (these values, parsed as JSON) -> (name, values)."""
+    name, _, values = spec.partition("=")
+    if name not in GRID:
+        raise argparse.ArgumentTypeError(f"unknown setting {name!r}; choose from {sorted(GRID)}")
+    return name, [json.loads(v) for v in values.split(",")] if values else GRID[name]
+
+
+def candidates_from(base: dict, grid: dict[str, list], product: bool) -> list[dict]:
     if product:
-        return [{**base, **dict(zip(grid, values))} for values in itertools.product(*(GRID[g] for g in grid))]
+        return [{**base, **dict(zip(grid, values))} for values in itertools.product(*grid.values())]
     current = {**DeepSegmentationClassifier().get_params(), **base}
-    return [base] + [{**base, name: value} for name in grid for value in GRID[name] if value != current[name]]
+    return [base] + [{**base, name: value}
+                     for name, values in grid.items() for value in values if value != current[name]]
 
 
 def main(argv=None):
@@ -108,7 +117,9 @@ def main(argv=None):
     parser.add_argument("--base", type=json.loads, default={},
                         help="JSON settings to search around (on top of deepseg's defaults)")
     parser.add_argument("--patent", action="store_true", help="search around the patent's settings")
-    parser.add_argument("--grid", nargs="*", default=["unlabeled_weight"], choices=list(GRID))
+    parser.add_argument("--grid", nargs="*", type=grid_values, default=[grid_values("unlabeled_weight")],
+                        metavar="NAME[=V1,V2]",
+                        help=f"settings to vary, with GRID's values or the listed ones: {', '.join(GRID)}")
     parser.add_argument("--product", action="store_true", help="all combinations of --grid, not one at a time")
     parser.add_argument("--variants", nargs="+", default=[],
                         help="prototypes of benchmarks/experiments/validate.py to add as candidates "
@@ -118,7 +129,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     base = {**(PATENT_PARAMS if args.patent else {}), **args.base}
-    candidates = candidates_from(base, args.grid, args.product) if args.grid else [base]
+    candidates = candidates_from(base, dict(args.grid), args.product) if args.grid else [base]
     if args.variants:
         from benchmarks.experiments.validate import VARIANTS
         candidates += [{**base, **VARIANTS[v][0], "opts": {"name": v, **VARIANTS[v][1]}} for v in args.variants]

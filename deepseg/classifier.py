@@ -100,11 +100,13 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         > 0 trains on mixup of the unlabelled batches (Zhang et al. 2018): each batch is replaced
         by λ·batch + (1-λ)·shuffled batch, inputs and pseudo-labels alike, λ ~ Beta(α, α) folded
         onto [½, 1]. 0 turns it off (the patent).
-    input_noise : float, default=0.2
+    input_noise : float or "auto", default="auto"
         > 0 adds Gaussian noise of this standard deviation to the unlabelled points' features in
         every retraining batch, before mixup (a simple augmentation: the network learns to give
         nearby points the same segment). In the units of X: meant for standardised features, as
-        deepseg's feature pipeline produces. 0 turns it off (the patent).
+        deepseg's feature pipeline produces. 0 turns it off (the patent). "auto": 0.2 with up to
+        10 labelled points per class, 0.2·√(10/m) with m > 10 per class (noise is a penalty that
+        should weigh less as labels grow; validated on labelled points, README).
     pseudo_labels : {"tsvm_and_net", "tsvm"}, default="tsvm_and_net"
         "tsvm": the TSVM probabilities (the patent). "tsvm_and_net": their product with this
         iteration's g∘f probabilities, renormalised (a point is confidently labelled only where
@@ -175,7 +177,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         "unlabeled_weight": _non_negative(Real),
         "unlabeled_loss": [StrOptions({"mse", "weighted_ce"})],
         "mixup_alpha": _non_negative(Real),
-        "input_noise": _non_negative(Real),
+        "input_noise": [*_non_negative(Real), StrOptions({"auto"})],
         "pseudo_labels": [StrOptions({"tsvm", "tsvm_and_net"})],
         "C": _positive(Real),
         "C_unlabeled": _non_negative(Real),

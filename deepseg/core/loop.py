@@ -26,6 +26,7 @@ from deepseg.core.train import (
     embed,
     make_optimizer,
     predict_proba,
+    resolve_input_noise,
     set_learning_rate,
     torch_threads,
     train_labelled,
@@ -153,6 +154,9 @@ def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | No
                  checkpoint.path, start, config.n_iter)
 
     set_learning_rate(optimizer, tc.learning_rate * tc.retrain_lr_factor)
+    input_noise = resolve_input_noise(tc.input_noise, len(y_l), n_classes)
+    if tc.input_noise == "auto" and config.n_iter > start:
+        log.info("input noise: std %.3g for %.1f labelled users per class", input_noise, len(y_l) / n_classes)
     if restored is None:
         save(0)
     for it in range(start + 1, config.n_iter + 1):
@@ -178,7 +182,7 @@ def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | No
                 net, optimizer,
                 lambda e: data.batches(tc.unlabeled_batch_size, seed + 1000 * it + e, tc.unlabeled_rows_per_epoch),
                 tc.unlabeled_epochs, tc.unlabeled_weight, tc.unlabeled_loss, tc.mixup_alpha, seed + 1000 * it,
-                tc.input_noise,
+                input_noise,
             )
         kl = train_labelled(net, optimizer, X_l, H, tc.labeled_epochs, tc.batch_size, seed + 1000 * it)
         times["retrain_s"] = time.perf_counter() - t
@@ -193,6 +197,7 @@ def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | No
             "class_shares": np.bincount(net_labels, minlength=n_classes).tolist(),
             "mse": mse[-1] if mse else float("nan"),
             "kl": kl[-1] if kl else float("nan"),
+            "input_noise": input_noise,
             **times,
         })
         log.info("iteration %d/%d: TSVM objective %.4f, g∘f/TSVM agreement %.3f, %s",

@@ -68,6 +68,10 @@ def _param(name: str, doc: str, converter) -> Param:
 _int, _float = TypeConverters.toInt, TypeConverters.toFloat
 
 
+def _float_or_auto(value):
+    return value if value == "auto" else _float(value)
+
+
 class _DeepSegmentationParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabilityCol, HasSeed):
     """Params shared by DeepSegmentation and DeepSegmentationModel."""
 
@@ -93,7 +97,8 @@ class _DeepSegmentationParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, Has
                            "cross-entropy to the hard pseudo-label) or 'mse' (the patent's)", TypeConverters.toString)
     mixupAlpha = _param("mixupAlpha", "mixup Beta(alpha, alpha) of the unlabelled batches (0: off)", _float)
     inputNoise = _param("inputNoise", "std of the Gaussian noise added to the unlabelled batches' "
-                        "features (0: off)", _float)
+                        "features (0: off), or 'auto' (0.2, less above 10 labelled users per class)",
+                        _float_or_auto)
     pseudoLabels = _param("pseudoLabels", "pseudo-label probabilities: 'tsvm_and_net' (TSVM times g∘f, "
                           "renormalised) or 'tsvm' (the patent's)", TypeConverters.toString)
     C = _param("C", "TSVM weight of the mean labelled hinge loss", _float)

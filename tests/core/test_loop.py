@@ -117,6 +117,7 @@ def test_outputs_and_labels_kept(moons):
     [({"n_iter": -1}, "n_iter"), ({"dropout": 1.5}, "dropout"), ({"C": 0}, "'C'"), ({"l2": (1e-3,)}, "l2"),
      ({"unlabeled_loss": "ce"}, "unlabeled_loss"), ({"pseudo_labels": "net"}, "pseudo_labels"),
      ({"mixup_alpha": -1.0}, "mixup_alpha"), ({"input_noise": -0.1}, "input_noise"),
+     ({"input_noise": "high"}, "input_noise"),
      ({"unlabeled_epochs": -1}, "unlabeled_epochs")],
 )
 def test_bad_parameters_are_named(moons, params, match):
@@ -278,6 +279,31 @@ def test_input_noise_is_a_seeded_classifier_parameter(moons):
     # only the unlabelled retraining sees noise: the supervised start is the same
     for a, b in zip(noisy.model_.supervised.parameters(), plain.model_.supervised.parameters()):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("n_labelled, n_classes, expected", [
+    (20, 2, 0.2), (50, 10, 0.2), (15, 3, 0.2),  # up to 10 per class: the full 0.2
+    (80, 2, 0.1), (1000, 5, 0.2 * (10 / 200) ** 0.5),  # above: 0.2·√(10/m)
+])
+def test_auto_input_noise_shrinks_with_the_labels_per_class(n_labelled, n_classes, expected):
+    from deepseg.core.train import resolve_input_noise
+
+    assert resolve_input_noise("auto", n_labelled, n_classes) == pytest.approx(expected)
+    assert resolve_input_noise(0.3, n_labelled, n_classes) == 0.3  # a number is used as given
+
+
+def test_auto_input_noise_is_the_default_and_recorded_per_iteration(moons):
+    X, _, y_true = moons
+    y = np.full_like(y_true, -1)
+    for k in (0, 1):
+        y[np.flatnonzero(y_true == k)[:40]] = k  # 40 labelled per class: std 0.2·√(10/40) = 0.1
+    params = dict(random_state=0, mixup_alpha=0.0, **FAST)
+    auto = DeepSegmentationClassifier(**params).fit(X, y)
+    assert DeepSegmentationClassifier().input_noise == "auto"
+    expected = 0.1
+    assert [h["input_noise"] for h in auto.history_] == pytest.approx([expected] * len(auto.history_))
+    same = DeepSegmentationClassifier(input_noise=expected, **params).fit(X, y)
+    np.testing.assert_array_equal(auto.predict_proba(X), same.predict_proba(X))
 
 
 def test_patent_params_give_the_patents_settings():
