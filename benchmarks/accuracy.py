@@ -80,8 +80,9 @@ METHOD_NAMES = (
 )
 DESCRIPTIONS = {
     "deepseg": "`DeepSegmentationClassifier()`: deepseg's defaults (retraining at the full rate on the "
-               "certainty- and class-weighted argmax of TSVM × g∘f probabilities for 20 epochs, input noise "
-               "(σ = 0.2 up to 10 labelled points per class, less above) and mixup α = 2, TSVM C = 10, EMA ρ = 0.5; chosen by the "
+               "certainty- and class-weighted argmax of TSVM × g∘f probabilities for 20 epochs (30 above 10 "
+               "labelled points per class), input noise (σ = 0.2 up to 10 labelled points per class, less above) "
+               "and mixup α = 2, TSVM C = 10, EMA ρ = 0.5; chosen by the "
                "labelled-only validation of `benchmarks/tune.py`)",
     "deepseg-patent": "`DeepSegmentationClassifier(**PATENT_PARAMS)`: the method as specified (MSE to the "
                       "TSVM probabilities at a tenth of the rate)",

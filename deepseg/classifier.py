@@ -82,9 +82,12 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         Iterations T of Algorithm 1 (0 gives the supervised network alone).
     retrain_lr_factor : float, default=1.0
         The patent uses 0.1.
-    unlabeled_epochs, labeled_epochs : int, default=20, 10
-        Epochs of the step on unlabelled points and of the KL step on labelled points (the
-        patent: 10 and 10; with mixup, 20 unlabelled epochs validated better).
+    unlabeled_epochs : int or "auto", default="auto"
+        Epochs of the step on unlabelled points (the patent: 10). "auto": 20 with up to 10
+        labelled points per class, 30 above (pseudo-labels improve as labels grow; validated on
+        labelled points, README).
+    labeled_epochs : int, default=10
+        Epochs of the KL step on labelled points.
     unlabeled_batch_size : int, default=256
     unlabeled_rows_per_epoch : int or None, default=None
         Train each unlabelled epoch on a fresh seeded random subset of about this many unlabelled points
@@ -170,7 +173,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         "supervised_epochs": _non_negative(Integral),
         "n_iter": _non_negative(Integral),
         "retrain_lr_factor": _positive(Real),
-        "unlabeled_epochs": _non_negative(Integral),
+        "unlabeled_epochs": [*_non_negative(Integral), StrOptions({"auto"})],
         "labeled_epochs": _non_negative(Integral),
         "unlabeled_batch_size": _positive(Integral),
         "unlabeled_rows_per_epoch": [Interval(Integral, 1, None, closed="left"), None],

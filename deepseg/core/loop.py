@@ -27,6 +27,7 @@ from deepseg.core.train import (
     make_optimizer,
     predict_proba,
     resolve_input_noise,
+    resolve_unlabeled_epochs,
     set_learning_rate,
     torch_threads,
     train_labelled,
@@ -155,8 +156,10 @@ def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | No
 
     set_learning_rate(optimizer, tc.learning_rate * tc.retrain_lr_factor)
     input_noise = resolve_input_noise(tc.input_noise, len(y_l), n_classes)
-    if tc.input_noise == "auto" and config.n_iter > start:
-        log.info("input noise: std %.3g for %.1f labelled users per class", input_noise, len(y_l) / n_classes)
+    unlabeled_epochs = resolve_unlabeled_epochs(tc.unlabeled_epochs, len(y_l), n_classes)
+    if "auto" in (tc.input_noise, tc.unlabeled_epochs) and config.n_iter > start:
+        log.info("input noise: std %.3g, unlabelled epochs %d, for %.1f labelled users per class",
+                 input_noise, unlabeled_epochs, len(y_l) / n_classes)
     if restored is None:
         save(0)
     for it in range(start + 1, config.n_iter + 1):
@@ -181,7 +184,7 @@ def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | No
             mse = train_unlabelled(
                 net, optimizer,
                 lambda e: data.batches(tc.unlabeled_batch_size, seed + 1000 * it + e, tc.unlabeled_rows_per_epoch),
-                tc.unlabeled_epochs, tc.unlabeled_weight, tc.unlabeled_loss, tc.mixup_alpha, seed + 1000 * it,
+                unlabeled_epochs, tc.unlabeled_weight, tc.unlabeled_loss, tc.mixup_alpha, seed + 1000 * it,
                 input_noise,
             )
         kl = train_labelled(net, optimizer, X_l, H, tc.labeled_epochs, tc.batch_size, seed + 1000 * it)
@@ -198,6 +201,7 @@ def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | No
             "mse": mse[-1] if mse else float("nan"),
             "kl": kl[-1] if kl else float("nan"),
             "input_noise": input_noise,
+            "unlabeled_epochs": unlabeled_epochs,
             **times,
         })
         log.info("iteration %d/%d: TSVM objective %.4f, g∘f/TSVM agreement %.3f, %s",

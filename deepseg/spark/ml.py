@@ -72,6 +72,10 @@ def _float_or_auto(value):
     return value if value == "auto" else _float(value)
 
 
+def _int_or_auto(value):
+    return value if value == "auto" else _int(value)
+
+
 class _DeepSegmentationParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabilityCol, HasSeed):
     """Params shared by DeepSegmentation and DeepSegmentationModel."""
 
@@ -87,7 +91,8 @@ class _DeepSegmentationParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, Has
     supervisedEpochs = _param("supervisedEpochs", "epochs of the supervised start", _int)
     numIter = _param("numIter", "iterations of Algorithm 1 (0: the supervised network alone)", _int)
     retrainLrFactor = _param("retrainLrFactor", "learning-rate factor while iterating", _float)
-    unlabeledEpochs = _param("unlabeledEpochs", "epochs of the step on unlabelled users", _int)
+    unlabeledEpochs = _param("unlabeledEpochs", "epochs of the step on unlabelled users; 'auto': 20 up to "
+                             "10 labelled users per class, 30 above", _int_or_auto)
     labeledEpochs = _param("labeledEpochs", "epochs of the KL step on labelled users", _int)
     unlabeledBatchSize = _param("unlabeledBatchSize", "unlabelled mini-batch size", _int)
     unlabeledRowsPerEpoch = _param("unlabeledRowsPerEpoch", "train each unlabelled epoch on a fresh random "

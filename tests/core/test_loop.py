@@ -118,7 +118,7 @@ def test_outputs_and_labels_kept(moons):
      ({"unlabeled_loss": "ce"}, "unlabeled_loss"), ({"pseudo_labels": "net"}, "pseudo_labels"),
      ({"mixup_alpha": -1.0}, "mixup_alpha"), ({"input_noise": -0.1}, "input_noise"),
      ({"input_noise": "high"}, "input_noise"),
-     ({"unlabeled_epochs": -1}, "unlabeled_epochs")],
+     ({"unlabeled_epochs": -1}, "unlabeled_epochs"), ({"unlabeled_epochs": "many"}, "unlabeled_epochs")],
 )
 def test_bad_parameters_are_named(moons, params, match):
     X, y, _ = moons
@@ -303,6 +303,31 @@ def test_auto_input_noise_is_the_default_and_recorded_per_iteration(moons):
     expected = 0.1
     assert [h["input_noise"] for h in auto.history_] == pytest.approx([expected] * len(auto.history_))
     same = DeepSegmentationClassifier(input_noise=expected, **params).fit(X, y)
+    np.testing.assert_array_equal(auto.predict_proba(X), same.predict_proba(X))
+
+
+@pytest.mark.parametrize("n_labelled, n_classes, expected", [
+    (20, 2, 20), (50, 10, 20), (50, 5, 20),  # up to 10 per class: 20
+    (22, 2, 30), (1000, 5, 30),  # above: 30
+])
+def test_auto_unlabeled_epochs_grow_with_the_labels_per_class(n_labelled, n_classes, expected):
+    from deepseg.core.train import resolve_unlabeled_epochs
+
+    assert resolve_unlabeled_epochs("auto", n_labelled, n_classes) == expected
+    assert resolve_unlabeled_epochs(7, n_labelled, n_classes) == 7  # a number is used as given
+
+
+@pytest.mark.parametrize("per_class, expected", [(4, 20), (40, 30)])
+def test_auto_unlabeled_epochs_are_the_default_and_recorded_per_iteration(moons, per_class, expected):
+    X, _, y_true = moons
+    y = np.full_like(y_true, -1)
+    for k in (0, 1):
+        y[np.flatnonzero(y_true == k)[:per_class]] = k
+    params = dict(random_state=0, supervised_epochs=20, n_iter=1, labeled_epochs=1, mixup_alpha=0.0)
+    auto = DeepSegmentationClassifier(**params).fit(X, y)
+    assert DeepSegmentationClassifier().unlabeled_epochs == "auto"
+    assert [h["unlabeled_epochs"] for h in auto.history_] == [expected]
+    same = DeepSegmentationClassifier(unlabeled_epochs=expected, **params).fit(X, y)
     np.testing.assert_array_equal(auto.predict_proba(X), same.predict_proba(X))
 
 

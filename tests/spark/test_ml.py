@@ -101,13 +101,15 @@ def test_params_mirror_the_sklearn_estimator_and_its_defaults():
     assert DeepSegmentation().toConfig() == DeepSegmentationClassifier().to_config()
     assert DeepSegmentation(inputNoise="auto").toConfig().train.input_noise == "auto"
     assert DeepSegmentation(inputNoise=0.1).toConfig().train.input_noise == 0.1
+    assert DeepSegmentation(unlabeledEpochs="auto").toConfig().train.unlabeled_epochs == "auto"
+    assert DeepSegmentation(unlabeledEpochs=30).toConfig().train.unlabeled_epochs == 30
 
 
 @pytest.mark.parametrize("param, value, error", [
     ("numIter", -1, ValueError), ("dropout", 1.5, ValueError), ("hiddenSize", 0, ValueError),
     ("l2", [1e-3], ValueError), ("emaDecay", 1.0, ValueError), ("tsvmSampleSize", 0, ValueError),
     ("batchRows", 0, ValueError), ("learningRate", "fast", TypeError), ("inputNoise", "loud", TypeError),
-    ("inputNoise", -0.1, ValueError),
+    ("inputNoise", -0.1, ValueError), ("unlabeledEpochs", "many", TypeError), ("unlabeledEpochs", -1, ValueError),
 ])
 def test_bad_param_values_raise_errors_naming_the_param(param, value, error):
     from deepseg.spark.ml import DeepSegmentation
