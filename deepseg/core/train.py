@@ -51,9 +51,10 @@ class TrainConfig:
     num_threads: int | None = 1
 
 
-#: "auto" input noise: this standard deviation with up to AUTO_NOISE_LABELS labelled users per class
-AUTO_NOISE_STD, AUTO_NOISE_LABELS = 0.2, 10
-#: "auto" unlabelled epochs: the first with up to AUTO_NOISE_LABELS labelled users per class, else the second
+#: The "auto" settings change above this many labelled users per class: below it, the input noise
+#: is AUTO_NOISE_STD and the unlabelled epochs are AUTO_EPOCHS[0]; above, less noise and AUTO_EPOCHS[1].
+AUTO_LABELS_PER_CLASS = 10
+AUTO_NOISE_STD = 0.2
 AUTO_EPOCHS = (20, 30)
 
 
@@ -68,7 +69,7 @@ def resolve_input_noise(input_noise: float | str, n_labelled: int, n_classes: in
     if input_noise != "auto":
         return float(input_noise)
     per_class = n_labelled / max(n_classes, 1)
-    return AUTO_NOISE_STD * min(1.0, (AUTO_NOISE_LABELS / per_class) ** 0.5) if per_class > 0 else AUTO_NOISE_STD
+    return AUTO_NOISE_STD * min(1.0, (AUTO_LABELS_PER_CLASS / per_class) ** 0.5) if per_class > 0 else AUTO_NOISE_STD
 
 
 def resolve_unlabeled_epochs(unlabeled_epochs: int | str, n_labelled: int, n_classes: int) -> int:
@@ -81,7 +82,7 @@ def resolve_unlabeled_epochs(unlabeled_epochs: int | str, n_labelled: int, n_cla
     """
     if unlabeled_epochs != "auto":
         return int(unlabeled_epochs)
-    return AUTO_EPOCHS[n_labelled / max(n_classes, 1) > AUTO_NOISE_LABELS]
+    return AUTO_EPOCHS[n_labelled / max(n_classes, 1) > AUTO_LABELS_PER_CLASS]
 
 
 @contextlib.contextmanager
