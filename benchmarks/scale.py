@@ -13,7 +13,7 @@ For each N the harness, in a fresh process (so that peak memory is per N):
    (``score_dataframe`` → Delta), timing every stage;
 4. prints per stage: seconds, rows/s, the floor, the ratio to it; peak memory of the Python
    driver (VmHWM), of the JVM (local mode: the driver and the executor) and of Spark's Python
-   workers (sampled); writes ``benchmarks/results/scale.json`` and ``BENCHMARKS-scale.md``.
+   workers (sampled); writes ``benchmarks/results/scale.json`` and ``docs/benchmarks-scale.md``.
 
 Once per invocation it also fits the one-vs-rest TSVM and scikit-learn's supervised LinearSVC
 on the same 1M × 32 embedding-like rows (``benchmarks.tsvm_scaling.embedded_users``).
@@ -46,7 +46,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "scale.json"
-MARKDOWN = ROOT / "BENCHMARKS-scale.md"
+MARKDOWN = ROOT / "docs" / "benchmarks-scale.md"
 DATA = Path("/tmp/deepseg-scale")
 N_FEATURES, N_SEGMENTS = 64, 5
 TARGETS = {  # issue 5's acceptance, checked on the printed figures
@@ -188,7 +188,7 @@ def write_users(spark, path: Path, n_users: int, seed: int = 0, labelled_fractio
     import pyarrow as pa
     import pyarrow.parquet as pq
     from deepseg.data.synthetic import iter_dense_chunks
-    from deepseg.spark.backend import arrow_list
+    from deepseg.spark.arrow import arrow_list
 
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
@@ -368,7 +368,8 @@ def run_one(n_users: int, args) -> dict:
 
     from deepseg.core.loop import DeepSegConfig
     from deepseg.core.train import TrainConfig
-    from deepseg.spark.backend import embed_dataframe, score_dataframe, train_on_spark
+    from deepseg.spark.backend import train_on_spark
+    from deepseg.spark.scoring import embed_dataframe, score_dataframe
     from deepseg.spark.session import get_spark
 
     res: dict = {"users": n_users, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -619,7 +620,7 @@ def acceptance_lines(results: list[dict], tsvm: dict | None) -> list[str]:
 
 def write_markdown(results: list[dict], tsvm: dict | None, commands: list[str], path: Path = MARKDOWN,
                    final: bool = True) -> None:
-    """The "Scale benchmark" section (its own file: BENCHMARKS.md is benchmarks/accuracy.py's)."""
+    """The "Scale benchmark" section (its own file: docs/benchmarks.md is benchmarks/accuracy.py's)."""
     m = machine()
     lines = ["# Scale benchmark", "",
              "Produced by `benchmarks/scale.py` (issues 3 and 5); every figure below was measured by it.", "",

@@ -8,9 +8,8 @@ deep-merges the overlay onto the base (mappings merge, everything else replaces)
 >>> load_config("conf/local.yaml", {"survey": {"methd": "gmm"}})  # doctest: +SKIP
 ConfigError: unknown key 'survey.methd' (did you mean 'survey.method'?)
 
-The training hyper-parameters are the parameters of :class:`DeepSegmentationClassifier`
-(defaults from :class:`~deepseg.core.loop.DeepSegConfig`, never repeated here), checked by its
-own constraints and turned into a ``DeepSegConfig`` by its ``to_config``.
+The ``training:`` section takes the parameters of :data:`deepseg.core.params.PARAMS` (defaults,
+rules and docs are kept there, never repeated here) and builds a ``DeepSegConfig`` from them.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from sklearn.utils._param_validation import (
     validate_parameter_constraints,
 )
 
-__all__ = ["Config", "ConfigError", "load_config", "config_to_dict", "IDENTIFIER", "MODEL_VERSION"]
+__all__ = ["Config", "ConfigError", "load_config", "IDENTIFIER", "MODEL_VERSION"]
 
 #: Table and column names: plain SQL identifiers, safe to splice into SQL and paths (checked with
 #: ``fullmatch``: ``$`` alone would let a trailing newline through).
@@ -221,24 +220,23 @@ class SurveySettings:
 @dataclasses.dataclass(frozen=True)
 class TrainingSettings:
     """``seed``, ``min_labelled_per_segment`` (the train job refuses a survey with a segment of
-    fewer labelled users) plus any :class:`DeepSegmentationClassifier` parameter (its defaults
+    fewer labelled users) plus any parameter of :data:`deepseg.core.params.PARAMS` (its default
     otherwise)."""
 
     seed: int
     params: Mapping[str, Any]
     min_labelled_per_segment: int = 5
 
-    #: Keys that are job settings, not classifier parameters.
+    #: Keys that are job settings, not parameters of the method.
     JOB_KEYS: ClassVar[tuple[str, ...]] = ("seed", "min_labelled_per_segment")
 
     @classmethod
     def from_mapping(cls, data: Mapping, prefix: str) -> "TrainingSettings":
-        from deepseg.classifier import DeepSegmentationClassifier as Clf
+        from deepseg.core.params import PARAMS
 
-        allowed = [*cls.JOB_KEYS] + [k for k in Clf().get_params() if k != "random_state"]
-        _check_keys(data, allowed, prefix)
+        _check_keys(data, [*cls.JOB_KEYS, *(p.name for p in PARAMS)], prefix)
         params = {k: v for k, v in data.items() if k not in cls.JOB_KEYS}
-        constraints = {f"{prefix}.{k}": Clf._parameter_constraints[k] for k in params}
+        constraints = {f"{prefix}.{p.name}": list(p.constraints) for p in PARAMS if p.name in params}
         constraints[f"{prefix}.seed"] = [Interval(Integral, 0, None, closed="left")]
         constraints[f"{prefix}.min_labelled_per_segment"] = _POSITIVE_INT
         minimum = data.get("min_labelled_per_segment", cls.min_labelled_per_segment)
@@ -249,7 +247,7 @@ class TrainingSettings:
         settings = cls(seed=int(data.get("seed", 0)), params=MappingProxyType(params),
                        min_labelled_per_segment=int(minimum))
         try:
-            settings.deepseg_config  # noqa: B018 - let to_config check what constraints cannot
+            settings.deepseg_config  # noqa: B018 - checks what the constraints cannot (l2's length)
         except ValueError as e:
             raise ConfigError(f"{prefix}: {e}") from None
         return settings
@@ -257,9 +255,9 @@ class TrainingSettings:
     @property
     def deepseg_config(self):
         """The :class:`~deepseg.core.loop.DeepSegConfig` these settings describe."""
-        from deepseg.classifier import DeepSegmentationClassifier
+        from deepseg.core.loop import DeepSegConfig
 
-        return DeepSegmentationClassifier(**self.params).to_config()
+        return DeepSegConfig.from_params(self.params)
 
     @property
     def tsvm_sample_size(self) -> int | None:
@@ -329,6 +327,22 @@ class Config:
     refresh: RefreshSettings
     sources: tuple[str, ...] = ()  # the YAML files merged, base first
 
+    def as_dict(self) -> dict:
+        """Plain data (YAML-safe) of this resolved configuration, e.g. to save beside a model."""
+        return _plain(self)
+
+
+def _plain(v):
+    if isinstance(v, TrainingSettings):
+        return {"seed": v.seed, "min_labelled_per_segment": v.min_labelled_per_segment, **_plain(v.params)}
+    if dataclasses.is_dataclass(v):
+        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v) if f.name != "sources"}
+    if isinstance(v, Mapping):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
 
 # ------------------------------------------------------------------ loading
 class _Loader(yaml.SafeLoader):
@@ -381,24 +395,6 @@ def load_config(path: str | Path = "conf/local.yaml", overrides: Mapping | None 
     if overrides:
         data = merge(data, overrides)
     return _build(Config, data, "", sources=tuple(str(s) for s in sources))
-
-
-def config_to_dict(cfg: Config) -> dict:
-    """Plain data (YAML-safe) of a resolved configuration, e.g. to save beside a model."""
-
-    def plain(v):
-        if isinstance(v, TrainingSettings):
-            return {"seed": v.seed, "min_labelled_per_segment": v.min_labelled_per_segment,
-                    **plain(v.params)}
-        if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v) if f.name != "sources"}
-        if isinstance(v, Mapping):
-            return {k: plain(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        return v
-
-    return plain(cfg)
 
 
 # ------------------------------------------------------------------ validation helpers

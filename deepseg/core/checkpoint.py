@@ -45,8 +45,10 @@ class CheckpointMismatchError(ValueError):
 
 
 @dataclass
-class Restored:
-    """The state of a run after `iteration` iterations (0: after the supervised start)."""
+class RunState:
+    """The state of a run after `iteration` iterations (0: after the supervised start): what the
+    loop carries from one iteration to the next and a checkpoint holds, besides the network
+    being trained and its optimizer."""
 
     iteration: int
     supervised: SegmentationNet
@@ -144,7 +146,7 @@ class Checkpoint:
         _fsync_directory(self.directory)
 
     def restore(self, fingerprint: dict, net: SegmentationNet, optimizer: torch.optim.Optimizer,
-                n_iter: int) -> Restored | None:
+                n_iter: int) -> RunState | None:
         """Load the checkpoint into `net` and `optimizer` and set the torch RNG state.
 
         Returns None (changing nothing) when there is no checkpoint; raises
@@ -184,10 +186,46 @@ class Checkpoint:
 
         net.load_state_dict(state["net"], strict=True)
         optimizer.load_state_dict(state["optimizer"])
-        restored = Restored(iteration, frozen(state["supervised"]), [frozen(s) for s in state["snapshots"]],
+        restored = RunState(iteration, frozen(state["supervised"]), [frozen(s) for s in state["snapshots"]],
                             list(meta["history"]), _tsvm_from_dict(meta["tsvm"]))
         torch.set_rng_state(state["torch_rng"])
         return restored
+
+
+class CheckpointHook:
+    """Saves a run after the supervised start and after every iteration; restores it on resume."""
+
+    def __init__(self, checkpoint: Checkpoint, fingerprint: dict, net: SegmentationNet,
+                 optimizer: torch.optim.Optimizer):
+        self.checkpoint, self.fingerprint, self.net, self.optimizer = checkpoint, fingerprint, net, optimizer
+
+    def restore(self, n_iter: int) -> RunState | None:
+        """The saved state if resuming from a checkpoint of this run; None to start over."""
+        checkpoint = self.checkpoint
+        if not checkpoint.resume:
+            if checkpoint.exists():
+                log.info("discarding the training checkpoint at %s (not resuming)", checkpoint.path)
+                checkpoint.clear()
+            return None
+        state = checkpoint.restore(self.fingerprint, self.net, self.optimizer, n_iter)
+        if state is None:
+            log.info("no training checkpoint at %s: starting from the beginning", checkpoint.path)
+        else:
+            log.info("resumed from the training checkpoint at %s after iteration %d/%d",
+                     checkpoint.path, state.iteration, n_iter)
+        return state
+
+    def on_supervised_end(self, state: RunState, seconds: float) -> None:
+        self._save(state)
+
+    def on_iteration_end(self, state: RunState) -> None:
+        self._save(state)
+
+    def _save(self, state: RunState) -> None:
+        self.checkpoint.save(fingerprint=self.fingerprint, iteration=state.iteration, net=self.net,
+                             optimizer=self.optimizer, supervised=state.supervised,
+                             snapshots=state.snapshots, history=state.history, tsvm=state.tsvm)
+        log.info("checkpoint: iteration %d saved to %s", state.iteration, self.checkpoint.path)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -14,16 +14,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from deepseg.core.params import default
+
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Sizes and regularisation of f and g; the defaults are the patent's values."""
+    """Sizes and regularisation of f and g (defaults: :mod:`deepseg.core.params`, the patent's)."""
 
-    hidden_size: int = 128
-    embedding_size: int = 32
-    dropout: float = 0.5
+    hidden_size: int = default("hidden_size")
+    embedding_size: int = default("embedding_size")
+    dropout: float = default("dropout")
     # Tikhonov penalty per weight matrix: f's first layer, f's second layer, g.
-    l2: tuple[float, float, float] = (1e-3, 1e-4, 1e-5)
+    l2: tuple[float, float, float] = default("l2")
 
 
 class EmbeddingNet(nn.Module):

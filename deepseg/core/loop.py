@@ -8,18 +8,22 @@ pseudo-labelled batches for retraining. It never knows which backend it talks to
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Iterator, Protocol, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
 
-from deepseg.core.checkpoint import Checkpoint, run_fingerprint
+from deepseg.core.checkpoint import Checkpoint, CheckpointHook, RunState, run_fingerprint
 from deepseg.core.embed import NetConfig, SegmentationNet, smooth_labels
 from deepseg.core.ovr import OvRTSVM, fit_ovr_tsvm
+from deepseg.core.params import PARAMS, default, section_defaults
 from deepseg.core.pseudo import EMAEnsemble, PseudoLabeler, balancing_weights, frozen_copy
 from deepseg.core.train import (
     TrainConfig,
@@ -65,19 +69,37 @@ class Backend(Protocol):
 
 @dataclass(frozen=True)
 class DeepSegConfig:
-    """Every setting of Algorithm 1. The defaults are deepseg's; `PATENT` holds the patent's."""
+    """Every setting of Algorithm 1 (defaults and docs: :mod:`deepseg.core.params`)."""
 
     net: NetConfig = NetConfig()
     train: TrainConfig = TrainConfig()
-    tsvm: TSVMConfig = TSVMConfig(C=10.0)  # C = 10 validated better with mixup (README, Benchmarks)
-    n_iter: int = 6
-    label_smoothing: float = 1e-3
-    ema_decay: float = 0.5  # the patent's ρ is 0.8; 0.5 validated better with input noise (README)
-    tsvm_sample_size: int | None = None  # None: fit the TSVMs on every unlabelled user
-    # folds for the TSVM probability temperature; < 2 fits it in-sample (sharper pseudo-labels)
-    tsvm_calibration_folds: int = 3
-    # "tsvm": the TSVM probabilities (the patent); "tsvm_and_net": times g∘f's, renormalised
-    pseudo_labels: str = "tsvm_and_net"
+    tsvm: TSVMConfig = TSVMConfig(**section_defaults("tsvm"))
+    n_iter: int = default("n_iter")
+    label_smoothing: float = default("label_smoothing")
+    ema_decay: float = default("ema_decay")
+    tsvm_sample_size: int | None = default("tsvm_sample_size")
+    tsvm_calibration_folds: int = default("tsvm_calibration_folds")
+    pseudo_labels: str = default("pseudo_labels")
+
+    @classmethod
+    def from_params(cls, values: Mapping[str, Any]) -> "DeepSegConfig":
+        """The configuration of parameters `values` (names of :data:`~deepseg.core.params.PARAMS`;
+        the others keep their defaults). Values are assumed valid; `l2` must have 3 values."""
+        sections: dict[str, dict] = {"net": {}, "train": {}, "tsvm": {}, "": {}}
+        for p in PARAMS:
+            if p.name in values:
+                section, _, name = p.field.rpartition(".")
+                sections[section][name] = values[p.name]
+        if "l2" in sections["net"]:
+            l2 = sections["net"]["l2"]
+            if len(l2) != 3:
+                raise ValueError(f"The 'l2' parameter must have 3 values; got {l2!r}.")
+            sections["net"]["l2"] = tuple(float(v) for v in l2)
+        base = cls()
+        return dataclasses.replace(
+            base, **sections[""], net=dataclasses.replace(base.net, **sections["net"]),
+            train=dataclasses.replace(base.train, **sections["train"]),
+            tsvm=dataclasses.replace(base.tsvm, **sections["tsvm"]))
 
 
 @dataclass
@@ -112,6 +134,39 @@ def fit_deep_segmentation(
         return _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint)
 
 
+class LogProgress:
+    """Logs the supervised start and each iteration (hook of the loop)."""
+
+    def __init__(self, n_labelled: int, config: DeepSegConfig):
+        self.n_labelled, self.epochs, self.n_iter = n_labelled, config.train.supervised_epochs, config.n_iter
+
+    def on_supervised_end(self, state: RunState, seconds: float) -> None:
+        log.info("supervised start: %d labelled users, %d epochs, %.1fs", self.n_labelled, self.epochs, seconds)
+
+    def on_iteration_end(self, state: RunState) -> None:
+        record = state.history[-1]
+        times = {k: v for k, v in record.items() if k in _STEP_TIMES}
+        log.info("iteration %d/%d: TSVM objective %.4f, g∘f/TSVM agreement %.3f, %s",
+                 state.iteration, self.n_iter, record["tsvm_objective"], record["agreement"],
+                 ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
+
+
+_STEP_TIMES = ("embed_s", "tsvm_s", "retrain_s")
+
+
+class _Stopwatch:
+    """``with watch("step"):`` records the block's wall-clock seconds in ``watch.seconds``."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, step: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[step] = time.perf_counter() - start
+
+
 def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | None = None) -> DeepSegResult:
     torch.manual_seed(seed)
     tc = config.train
@@ -121,94 +176,99 @@ def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | No
     optimizer = make_optimizer(net, tc.learning_rate)
     sample = np.asarray(backend.sample_unlabeled(config.tsvm_sample_size, seed), dtype=np.float32)
 
-    restored = fingerprint = None
+    hooks: list = [LogProgress(len(X_l), config)]
+    state = None
     if checkpoint is not None:
-        fingerprint = run_fingerprint(X_l, y_l, sample, n_classes, config, seed)
-        if checkpoint.resume:
-            restored = checkpoint.restore(fingerprint, net, optimizer, config.n_iter)
-            if restored is None:
-                log.info("no training checkpoint at %s: starting from the beginning", checkpoint.path)
-        elif checkpoint.exists():
-            log.info("discarding the training checkpoint at %s (not resuming)", checkpoint.path)
-            checkpoint.clear()
-
-    def save(iteration: int) -> None:
-        if checkpoint is not None:
-            checkpoint.save(fingerprint=fingerprint, iteration=iteration, net=net, optimizer=optimizer,
-                            supervised=supervised, snapshots=snapshots, history=history, tsvm=tsvm)
-            log.info("checkpoint: iteration %d saved to %s", iteration, checkpoint.path)
-
-    if restored is None:
-        t0 = time.perf_counter()
-        train_labelled(net, optimizer, X_l, H, tc.supervised_epochs, tc.batch_size, seed)
-        log.info("supervised start: %d labelled users, %d epochs, %.1fs",
-                 len(X_l), tc.supervised_epochs, time.perf_counter() - t0)
-        supervised = frozen_copy(net)
-        start, snapshots, history, tsvm = 0, [], [], None
-    else:
-        supervised, snapshots, history, tsvm = (
-            restored.supervised, restored.snapshots, restored.history, restored.tsvm)
-        start = restored.iteration
-        if hasattr(backend, "resume_from"):
-            backend.resume_from(start)
-        log.info("resumed from the training checkpoint at %s after iteration %d/%d",
-                 checkpoint.path, start, config.n_iter)
+        saver = CheckpointHook(checkpoint, run_fingerprint(X_l, y_l, sample, n_classes, config, seed),
+                               net, optimizer)
+        hooks.append(saver)
+        state = saver.restore(config.n_iter)
+    if state is None:
+        watch = _Stopwatch()
+        with watch("supervised"):
+            train_labelled(net, optimizer, X_l, H, tc.supervised_epochs, tc.batch_size, seed)
+        state = RunState(0, frozen_copy(net), [], [], None)
+        for hook in hooks:
+            hook.on_supervised_end(state, watch.seconds["supervised"])
+    elif hasattr(backend, "resume_from"):
+        backend.resume_from(state.iteration)
 
     set_learning_rate(optimizer, tc.learning_rate * tc.retrain_lr_factor)
     input_noise = resolve_input_noise(tc.input_noise, len(y_l), n_classes)
     unlabeled_epochs = resolve_unlabeled_epochs(tc.unlabeled_epochs, len(y_l), n_classes)
-    if "auto" in (tc.input_noise, tc.unlabeled_epochs) and config.n_iter > start:
+    if "auto" in (tc.input_noise, tc.unlabeled_epochs) and config.n_iter > state.iteration:
         log.info("input noise: std %.3g, unlabelled epochs %d, for %.1f labelled users per class",
                  input_noise, unlabeled_epochs, len(y_l) / n_classes)
-    if restored is None:
-        save(0)
-    for it in range(start + 1, config.n_iter + 1):
-        times = {}
-        t = time.perf_counter()
-        Z_l, Z_u = embed(net, X_l), embed(net, sample)
-        times["embed_s"] = time.perf_counter() - t
+    step = _Iteration(net, optimizer, X_l, y_l, H, sample, backend, n_classes, config, seed,
+                      input_noise, unlabeled_epochs)
+    for it in range(state.iteration + 1, config.n_iter + 1):
+        record, state.tsvm = step(it)
+        state.snapshots.append(frozen_copy(net))
+        state.history.append(record)
+        state.iteration = it
+        for hook in hooks:
+            hook.on_iteration_end(state)
+
+    snapshots = state.snapshots or [state.supervised]
+    return DeepSegResult(EMAEnsemble(snapshots, config.ema_decay), state.supervised, state.tsvm, state.history)
+
+
+@dataclass
+class _Iteration:
+    """One iteration of Algorithm 1 on the network being trained: embed → TSVMs → retrain."""
+
+    net: SegmentationNet
+    optimizer: torch.optim.Optimizer
+    X_l: np.ndarray
+    y_l: np.ndarray
+    H: np.ndarray  # smoothed one-hot labels h(y)
+    sample: np.ndarray  # the unlabelled users the TSVMs are fitted on
+    backend: Backend
+    n_classes: int
+    config: DeepSegConfig
+    seed: int
+    input_noise: float
+    unlabeled_epochs: int
+
+    def __call__(self, it: int) -> tuple[dict, OvRTSVM]:
+        """The iteration's history record and TSVMs."""
+        net, sample, config, tc, seed = self.net, self.sample, self.config, self.config.train, self.seed
+        watch = _Stopwatch()
+        with watch("embed_s"):
+            Z_l, Z_u = embed(net, self.X_l), embed(net, sample)
 
         # Pseudo-labels are recomputed from scratch: the TSVMs see only this iteration's embedding.
-        t = time.perf_counter()
-        tsvm = fit_ovr_tsvm(Z_l, y_l, Z_u, n_classes, config.tsvm, mapper=backend.map,
-                            n_folds=config.tsvm_calibration_folds, seed=seed + it)
-        times["tsvm_s"] = time.perf_counter() - t
+        with watch("tsvm_s"):
+            tsvm = fit_ovr_tsvm(Z_l, self.y_l, Z_u, self.n_classes, config.tsvm, mapper=self.backend.map,
+                                n_folds=config.tsvm_calibration_folds, seed=seed + it)
         tsvm_labels = np.argmax(tsvm.decision_function(Z_u), axis=1)
 
-        t = time.perf_counter()
-        labeler = PseudoLabeler(frozen_copy(net), tsvm, with_net=config.pseudo_labels == "tsvm_and_net")
-        if tc.unlabeled_loss == "weighted_ce" and len(sample):
-            # class shares from the TSVM sample: every unlabelled user in memory, a sample on Spark
-            labeler.class_weights = balancing_weights(labeler.probabilities(sample))
-        with backend.pseudo_label(labeler) as data:
-            mse = train_unlabelled(
-                net, optimizer,
-                lambda e: data.batches(tc.unlabeled_batch_size, seed + 1000 * it + e, tc.unlabeled_rows_per_epoch),
-                unlabeled_epochs, tc.unlabeled_weight, tc.unlabeled_loss, tc.mixup_alpha, seed + 1000 * it,
-                input_noise,
-            )
-        kl = train_labelled(net, optimizer, X_l, H, tc.labeled_epochs, tc.batch_size, seed + 1000 * it)
-        times["retrain_s"] = time.perf_counter() - t
-        snapshots.append(frozen_copy(net))
+        with watch("retrain_s"):
+            labeler = PseudoLabeler(frozen_copy(net), tsvm, with_net=config.pseudo_labels == "tsvm_and_net")
+            if tc.unlabeled_loss == "weighted_ce" and len(sample):
+                # class shares from the TSVM sample: every unlabelled user in memory, a sample on Spark
+                labeler.class_weights = balancing_weights(labeler.probabilities(sample))
+            with self.backend.pseudo_label(labeler) as data:
+                unlabelled_loss = train_unlabelled(
+                    net, self.optimizer,
+                    lambda e: data.batches(tc.unlabeled_batch_size, seed + 1000 * it + e, tc.unlabeled_rows_per_epoch),
+                    self.unlabeled_epochs, tc.unlabeled_weight, tc.unlabeled_loss, tc.mixup_alpha,
+                    seed + 1000 * it, self.input_noise,
+                )
+            kl = train_labelled(net, self.optimizer, self.X_l, self.H, tc.labeled_epochs, tc.batch_size,
+                                seed + 1000 * it)
 
         net_labels = np.argmax(predict_proba(net, sample), axis=1)
-        history.append({
+        record = {
             "iteration": it,
             "tsvm_objective": float(np.mean([s.objective for s in tsvm.separators])),
             "tsvm_cccp_rounds": [s.n_iter for s in tsvm.separators],
             "agreement": float(np.mean(net_labels == tsvm_labels)) if len(sample) else float("nan"),
-            "class_shares": np.bincount(net_labels, minlength=n_classes).tolist(),
-            "mse": mse[-1] if mse else float("nan"),
+            "class_shares": np.bincount(net_labels, minlength=self.n_classes).tolist(),
+            "mse": unlabelled_loss[-1] if unlabelled_loss else float("nan"),
             "kl": kl[-1] if kl else float("nan"),
-            "input_noise": input_noise,
-            "unlabeled_epochs": unlabeled_epochs,
-            **times,
-        })
-        log.info("iteration %d/%d: TSVM objective %.4f, g∘f/TSVM agreement %.3f, %s",
-                 it, config.n_iter, history[-1]["tsvm_objective"], history[-1]["agreement"],
-                 ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
-        save(it)
-
-    if not snapshots:
-        snapshots.append(supervised)
-    return DeepSegResult(EMAEnsemble(snapshots, config.ema_decay), supervised, tsvm, history)
+            "input_noise": self.input_noise,
+            "unlabeled_epochs": self.unlabeled_epochs,
+            **watch.seconds,
+        }
+        return record, tsvm

@@ -13,41 +13,29 @@ import numpy as np
 import torch
 
 from deepseg.core.embed import SegmentationNet, kl_loss, mse_loss, weighted_cross_entropy
+from deepseg.core.params import default
 
 Batches = Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]]  # epoch -> (x, target) batches
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings: deepseg's defaults (``deepseg.PATENT_PARAMS`` lists where the
-    patent's differ; chosen by ``benchmarks/tune.py`` on labelled points only)."""
+    """Optimisation settings (defaults and docs: :mod:`deepseg.core.params`)."""
 
-    learning_rate: float = 1e-3
-    batch_size: int = 32  # labelled batches
-    supervised_epochs: int = 200
-    retrain_lr_factor: float = 1.0  # the patent ([0106]) retrains at a tenth of the rate
-    # 10 in the patent ([0106]); "auto": 20 up to 10 labelled users per class, 30 above
-    # (resolve_unlabeled_epochs; validated on labelled points, README, Benchmarks)
-    unlabeled_epochs: int | str = "auto"
-    labeled_epochs: int = 10
-    unlabeled_batch_size: int = 256
-    # None: every unlabelled user every epoch (the method). A cap streams a fresh seeded random
-    # subset of about this many users per epoch: retraining cost stops growing with the users.
-    unlabeled_rows_per_epoch: int | None = None
-    # multiplies the unlabelled loss; 1 as in the patent (10 and 100 validated worse)
-    unlabeled_weight: float = 1.0
-    # "mse": MSE to the pseudo-label probabilities (the patent, [0106]); "weighted_ce":
-    # cross-entropy to the hard pseudo-label, weighted by certainty and class (pseudo.py)
-    unlabeled_loss: str = "weighted_ce"
-    # > 0: mixup (Zhang et al. 2018) of the unlabelled batches with weight λ ~ Beta(α, α); 0: off
-    # (the patent). 2 with the TSVM's C = 10 validated best without losing on any data set.
-    mixup_alpha: float = 2.0
-    # > 0: Gaussian noise of this standard deviation added to the unlabelled users' features in
-    # every retraining batch (before mixup; features standardised); 0: off (the patent); "auto":
-    # by the number of labelled users per class (resolve_input_noise; README, Benchmarks)
-    input_noise: float | str = "auto"
+    learning_rate: float = default("learning_rate")
+    batch_size: int = default("batch_size")
+    supervised_epochs: int = default("supervised_epochs")
+    retrain_lr_factor: float = default("retrain_lr_factor")
+    unlabeled_epochs: int | str = default("unlabeled_epochs")  # "auto": resolve_unlabeled_epochs
+    labeled_epochs: int = default("labeled_epochs")
+    unlabeled_batch_size: int = default("unlabeled_batch_size")
+    unlabeled_rows_per_epoch: int | None = default("unlabeled_rows_per_epoch")
+    unlabeled_weight: float = default("unlabeled_weight")
+    unlabeled_loss: str = default("unlabeled_loss")
+    mixup_alpha: float = default("mixup_alpha")
+    input_noise: float | str = default("input_noise")  # "auto": resolve_input_noise
     # Small dense nets train fastest on one thread; more threads oversubscribe the cores that
-    # Spark executors or other processes use (measured: 15x slower under contention).
+    # Spark executors or other processes use.
     num_threads: int | None = 1
 
 
@@ -63,8 +51,8 @@ def resolve_input_noise(input_noise: float | str, n_labelled: int, n_classes: in
     labelled users per class and 0.2·√(10/m) with m > 10 per class.
 
     Training on noisy inputs penalises the network's input gradient with weight σ² (Bishop 1995);
-    like any fixed penalty it should weigh less as labels grow, roughly as 1/m. On few labels
-    (digits 5–10 per class) σ = 0.2 validated best; on 36 and 133 per class less noise did.
+    like any fixed penalty it should weigh less as labels grow (the validation behind the rule:
+    docs/tuning-log.md).
     """
     if input_noise != "auto":
         return float(input_noise)
@@ -77,8 +65,7 @@ def resolve_unlabeled_epochs(unlabeled_epochs: int | str, n_labelled: int, n_cla
     10 labelled users per class and 30 above.
 
     The same rule as the input noise, from the other side: pseudo-labels get more accurate as the
-    labels grow, so they are worth fitting longer. On few labels (digits, wine, cancer: 3–10 per
-    class) 30 epochs validated worse than 20; on 36 per class better, on 133 the same.
+    labels grow, so they are worth fitting longer (docs/tuning-log.md).
     """
     if unlabeled_epochs != "auto":
         return int(unlabeled_epochs)

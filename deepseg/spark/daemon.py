@@ -15,7 +15,8 @@ import torch  # noqa: F401  (imported before any fork: no threads are started by
 
 import deepseg.core.ovr  # noqa: F401  scipy, scikit-learn
 import deepseg.core.pseudo  # noqa: F401
-import deepseg.spark.backend  # noqa: F401
+import deepseg.spark.scoring  # noqa: F401  what scoring tasks run
+import deepseg.spark.shuffle  # noqa: F401  what pseudo-labelling tasks run
 
 if __name__ == "__main__":
     from pyspark.daemon import manager

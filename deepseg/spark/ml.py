@@ -1,13 +1,16 @@
 """Deep Segmentation as a pyspark.ml Estimator / Model pair (Pipelines, persistence).
 
-Parameters mirror :class:`deepseg.DeepSegmentationClassifier` in camelCase, with its defaults
-(taken from :class:`~deepseg.core.loop.DeepSegConfig`) and its validation rules. Labels follow
-Spark ML's convention: class indices 0..k-1 in `labelCol`; a null (or NaN) label marks an
-unlabelled user.
+Its Params are the parameters of :mod:`deepseg.core.params` in camelCase (``n_iter`` is
+``numIter``), with the same defaults and validation rules, plus Spark's column Params, ``seed``
+and ``batchRows``. Labels follow Spark ML's convention: class indices 0..k-1 in `labelCol`; a
+null (or NaN) label marks an unlabelled user.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
+from functools import partial
 from pathlib import Path
 
 from pyspark import keyword_only
@@ -32,108 +35,47 @@ from pyspark.ml.util import (
 )
 from sklearn.utils._param_validation import make_constraint
 
-from deepseg.classifier import DeepSegmentationClassifier
-from deepseg.core.embed import NetConfig
 from deepseg.core.loop import DeepSegConfig, DeepSegResult
-from deepseg.core.train import TrainConfig
-from deepseg.spark.backend import DEFAULT_BATCH_ROWS, score_dataframe, train_on_spark
+from deepseg.core.params import PARAMS
+from deepseg.core.params import Param as Spec
+from deepseg.spark.backend import DEFAULT_BATCH_ROWS, train_on_spark
 from deepseg.spark.persistence import load_model, save_model
+from deepseg.spark.scoring import score_dataframe
 
 __all__ = ["DeepSegmentation", "DeepSegmentationModel"]
 
-_N, _T, _D = NetConfig(), TrainConfig(), DeepSegConfig()
-_S = _D.tsvm
-
-#: Spark param name -> DeepSegmentationClassifier parameter (for the validation rules).
-_SKLEARN_NAME = {
-    "hiddenSize": "hidden_size", "embeddingSize": "embedding_size", "dropout": "dropout",
-    "l2": "l2", "labelSmoothing": "label_smoothing", "learningRate": "learning_rate",
-    "batchSize": "batch_size", "supervisedEpochs": "supervised_epochs", "numIter": "n_iter",
-    "retrainLrFactor": "retrain_lr_factor", "unlabeledEpochs": "unlabeled_epochs",
-    "labeledEpochs": "labeled_epochs", "unlabeledBatchSize": "unlabeled_batch_size",
-    "unlabeledRowsPerEpoch": "unlabeled_rows_per_epoch",
-    "unlabeledWeight": "unlabeled_weight", "unlabeledLoss": "unlabeled_loss", "mixupAlpha": "mixup_alpha",
-    "inputNoise": "input_noise",
-    "pseudoLabels": "pseudo_labels", "C": "C", "CUnlabeled": "C_unlabeled",
-    "rampS": "ramp_s", "tsvmMaxIter": "tsvm_max_iter", "tsvmSampleSize": "tsvm_sample_size",
-    "tsvmCalibrationFolds": "tsvm_calibration_folds", "emaDecay": "ema_decay",
-}
-_CONSTRAINTS = DeepSegmentationClassifier._parameter_constraints
+_SPEC = {p.spark_name: p for p in PARAMS}
+_CONVERTERS = {"int": TypeConverters.toInt, "float": TypeConverters.toFloat,
+               "str": TypeConverters.toString, "floats": TypeConverters.toListFloat}
 
 
-def _param(name: str, doc: str, converter) -> Param:
-    return Param(Params._dummy(), name, doc, typeConverter=converter)
+def _auto_or(convert, value):
+    return value if value == "auto" else convert(value)
 
 
-_int, _float = TypeConverters.toInt, TypeConverters.toFloat
+def _spark_param(spec: Spec) -> Param:
+    convert = _CONVERTERS[spec.kind]
+    return Param(Params._dummy(), spec.spark_name, spec.doc,
+                 typeConverter=partial(_auto_or, convert) if spec.accepts_auto else convert)
 
 
-def _float_or_auto(value):
-    return value if value == "auto" else _float(value)
-
-
-def _int_or_auto(value):
-    return value if value == "auto" else _int(value)
+def _spark_value(value):
+    return list(value) if isinstance(value, tuple) else value
 
 
 class _DeepSegmentationParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabilityCol, HasSeed):
-    """Params shared by DeepSegmentation and DeepSegmentationModel."""
+    """Params shared by DeepSegmentation and DeepSegmentationModel (those of PARAMS are added
+    below the class)."""
 
-    embeddingCol = _param("embeddingCol", "output column for the embedding f(x) (array<float>); "
-                          "not set: no embedding column", TypeConverters.toString)
-    hiddenSize = _param("hiddenSize", "width of f's first tanh layer", _int)
-    embeddingSize = _param("embeddingSize", "width of the embedding f(x)", _int)
-    dropout = _param("dropout", "dropout rate after f's batch normalisation", _float)
-    l2 = _param("l2", "Tikhonov penalties of f's two layers and of g (3 values)", TypeConverters.toListFloat)
-    labelSmoothing = _param("labelSmoothing", "epsilon of the smoothed one-hot targets", _float)
-    learningRate = _param("learningRate", "Adam learning rate of the supervised start", _float)
-    batchSize = _param("batchSize", "labelled mini-batch size", _int)
-    supervisedEpochs = _param("supervisedEpochs", "epochs of the supervised start", _int)
-    numIter = _param("numIter", "iterations of Algorithm 1 (0: the supervised network alone)", _int)
-    retrainLrFactor = _param("retrainLrFactor", "learning-rate factor while iterating", _float)
-    unlabeledEpochs = _param("unlabeledEpochs", "epochs of the step on unlabelled users; 'auto': 20 up to "
-                             "10 labelled users per class, 30 above", _int_or_auto)
-    labeledEpochs = _param("labeledEpochs", "epochs of the KL step on labelled users", _int)
-    unlabeledBatchSize = _param("unlabeledBatchSize", "unlabelled mini-batch size", _int)
-    unlabeledRowsPerEpoch = _param("unlabeledRowsPerEpoch", "train each unlabelled epoch on a fresh random "
-                                   "subset of about this many unlabelled users (None: all)", _int)
-    unlabeledWeight = _param("unlabeledWeight", "weight of the loss on unlabelled users", _float)
-    unlabeledLoss = _param("unlabeledLoss", "loss on unlabelled users: 'weighted_ce' (certainty-weighted "
-                           "cross-entropy to the hard pseudo-label) or 'mse' (the patent's)", TypeConverters.toString)
-    mixupAlpha = _param("mixupAlpha", "mixup Beta(alpha, alpha) of the unlabelled batches (0: off)", _float)
-    inputNoise = _param("inputNoise", "std of the Gaussian noise added to the unlabelled batches' "
-                        "features (0: off), or 'auto' (0.2, less above 10 labelled users per class)",
-                        _float_or_auto)
-    pseudoLabels = _param("pseudoLabels", "pseudo-label probabilities: 'tsvm_and_net' (TSVM times g∘f, "
-                          "renormalised) or 'tsvm' (the patent's)", TypeConverters.toString)
-    C = _param("C", "TSVM weight of the mean labelled hinge loss", _float)
-    CUnlabeled = _param("CUnlabeled", "TSVM weight C* of the mean unlabelled hinge loss", _float)
-    rampS = _param("rampS", "ramp point s of the CCCP decomposition", _float)
-    tsvmMaxIter = _param("tsvmMaxIter", "CCCP rounds per TSVM", _int)
-    tsvmSampleSize = _param("tsvmSampleSize", "fit the TSVMs on a seeded sample of at most this many "
-                            "unlabelled users (None: all)", _int)
-    tsvmCalibrationFolds = _param("tsvmCalibrationFolds", "folds for the TSVM probability temperature "
-                                  "(< 2: fitted in-sample)", _int)
-    emaDecay = _param("emaDecay", "decay rho of the moving average over iterations", _float)
-    batchRows = _param("batchRows", "users per bucket streamed to the driver while retraining "
-                       "(bounds driver memory)", _int)
+    embeddingCol = Param(Params._dummy(), "embeddingCol", "output column for the embedding f(x) "
+                         "(array<float>); not set: no embedding column", typeConverter=TypeConverters.toString)
+    batchRows = Param(Params._dummy(), "batchRows", "users per bucket streamed to the driver while "
+                      "retraining (bounds driver memory)", typeConverter=TypeConverters.toInt)
 
     def __init__(self, *args):
         super().__init__(*args)
-        self._setDefault(
-            seed=0,
-            hiddenSize=_N.hidden_size, embeddingSize=_N.embedding_size, dropout=_N.dropout, l2=list(_N.l2),
-            labelSmoothing=_D.label_smoothing, learningRate=_T.learning_rate, batchSize=_T.batch_size,
-            supervisedEpochs=_T.supervised_epochs, numIter=_D.n_iter, retrainLrFactor=_T.retrain_lr_factor,
-            unlabeledEpochs=_T.unlabeled_epochs, labeledEpochs=_T.labeled_epochs,
-            unlabeledBatchSize=_T.unlabeled_batch_size, unlabeledRowsPerEpoch=_T.unlabeled_rows_per_epoch,
-            unlabeledWeight=_T.unlabeled_weight, unlabeledLoss=_T.unlabeled_loss, mixupAlpha=_T.mixup_alpha,
-            inputNoise=_T.input_noise,
-            pseudoLabels=_D.pseudo_labels,
-            C=_S.C, CUnlabeled=_S.C_unlabeled, rampS=_S.ramp_s, tsvmMaxIter=_S.max_iter,
-            tsvmSampleSize=_D.tsvm_sample_size, tsvmCalibrationFolds=_D.tsvm_calibration_folds,
-            emaDecay=_D.ema_decay, batchRows=DEFAULT_BATCH_ROWS,
-        )
+        self._setDefault(seed=0, batchRows=DEFAULT_BATCH_ROWS,
+                         **{p.spark_name: _spark_value(p.default) for p in PARAMS})
 
     def _set(self, **kwargs):
         super()._set(**kwargs)
@@ -142,16 +84,15 @@ class _DeepSegmentationParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, Has
         return self
 
     def _check(self, name: str, value) -> None:
-        """Raise ValueError naming the param if `value` breaks the classifier's rule for it."""
+        """Raise ValueError naming the param if `value` breaks its rule in PARAMS."""
         owner = type(self).__name__
         if name == "batchRows" and value is not None and value < 1:
             raise ValueError(f"Param 'batchRows' of {owner} must be >= 1; got {value!r}")
         if name == "l2" and value is not None and len(value) != 3:
             raise ValueError(f"Param 'l2' of {owner} must have 3 values; got {value!r}")
-        rules = _CONSTRAINTS.get(_SKLEARN_NAME.get(name, ""), None)
-        if not rules:
+        if name not in _SPEC:
             return
-        constraints = [make_constraint(c) for c in rules]
+        constraints = [make_constraint(c) for c in _SPEC[name].constraints]
         if not any(c.is_satisfied_by(value) for c in constraints):
             allowed = " or ".join(str(c) for c in constraints)
             raise ValueError(f"Param '{name}' of {owner} must be {allowed}; got {value!r}")
@@ -162,14 +103,16 @@ class _DeepSegmentationParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, Has
             self._check(name, self.getOrDefault(getattr(self, name)))
 
     def toConfig(self) -> DeepSegConfig:
-        """The params as the core's DeepSegConfig (built by DeepSegmentationClassifier.to_config)."""
+        """The params as the core's DeepSegConfig."""
         self._validate_params()
-        values = {sk: self.getOrDefault(getattr(self, name)) for name, sk in _SKLEARN_NAME.items()}
-        values["l2"] = tuple(values["l2"])
-        return DeepSegmentationClassifier(**values).to_config()
+        return DeepSegConfig.from_params({p.name: self.getOrDefault(getattr(self, p.spark_name)) for p in PARAMS})
 
     def getEmbeddingCol(self) -> str:
         return self.getOrDefault(self.embeddingCol)
+
+
+for _spec in PARAMS:
+    setattr(_DeepSegmentationParams, _spec.spark_name, _spark_param(_spec))
 
 
 def _add_accessors(cls, names):
@@ -191,9 +134,18 @@ def _add_accessors(cls, names):
         setattr(cls, setter.__name__, setter)
 
 
-_ALGORITHM_PARAMS = list(_SKLEARN_NAME) + ["batchRows"]
+_ALGORITHM_PARAMS = [p.spark_name for p in PARAMS] + ["batchRows"]
 _COLUMN_PARAMS = ["featuresCol", "labelCol", "predictionCol", "probabilityCol", "embeddingCol", "seed"]
 _add_accessors(_DeepSegmentationParams, _ALGORITHM_PARAMS + _COLUMN_PARAMS)
+
+#: The keyword arguments of DeepSegmentation and its setParams (None: leave at the default).
+_SIGNATURE = inspect.Signature(
+    [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=value) for name, value in (
+        ("featuresCol", "features"), ("labelCol", "label"), ("predictionCol", "prediction"),
+        ("probabilityCol", "probability"))]
+    + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None)
+       for name in ["embeddingCol", "seed", *_ALGORITHM_PARAMS]])
 
 
 class DeepSegmentation(Estimator, _DeepSegmentationParams, DefaultParamsReadable, DefaultParamsWritable):
@@ -215,29 +167,23 @@ class DeepSegmentation(Estimator, _DeepSegmentationParams, DefaultParamsReadable
     """
 
     @keyword_only
-    def __init__(self, *, featuresCol="features", labelCol="label", predictionCol="prediction",
-                 probabilityCol="probability", embeddingCol=None, seed=None, hiddenSize=None,
-                 embeddingSize=None, dropout=None, l2=None, labelSmoothing=None, learningRate=None,
-                 batchSize=None, supervisedEpochs=None, numIter=None, retrainLrFactor=None,
-                 unlabeledEpochs=None, labeledEpochs=None, unlabeledBatchSize=None,
-                 unlabeledRowsPerEpoch=None, unlabeledWeight=None, unlabeledLoss=None, mixupAlpha=None,
-                 inputNoise=None, pseudoLabels=None, C=None, CUnlabeled=None, rampS=None, tsvmMaxIter=None,
-                 tsvmSampleSize=None, tsvmCalibrationFolds=None, emaDecay=None, batchRows=None):
+    def __init__(self, **kwargs):
         super().__init__()
         self.setParams(**self._input_kwargs)
 
+    __init__.__signature__ = _SIGNATURE
+
     @keyword_only
-    def setParams(self, *, featuresCol="features", labelCol="label", predictionCol="prediction",
-                  probabilityCol="probability", embeddingCol=None, seed=None, hiddenSize=None,
-                  embeddingSize=None, dropout=None, l2=None, labelSmoothing=None, learningRate=None,
-                  batchSize=None, supervisedEpochs=None, numIter=None, retrainLrFactor=None,
-                  unlabeledEpochs=None, labeledEpochs=None, unlabeledBatchSize=None,
-                  unlabeledRowsPerEpoch=None, unlabeledWeight=None, unlabeledLoss=None, mixupAlpha=None,
-                  inputNoise=None, pseudoLabels=None, C=None, CUnlabeled=None, rampS=None, tsvmMaxIter=None,
-                  tsvmSampleSize=None, tsvmCalibrationFolds=None, emaDecay=None, batchRows=None):
+    def setParams(self, **kwargs):
         """Set params by keyword; None leaves a param at its default. Returns self."""
-        kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
-        return self._set(**kwargs)
+        for name in kwargs:
+            if name not in _SIGNATURE.parameters or name == "self":
+                close = difflib.get_close_matches(name, list(_SIGNATURE.parameters)[1:], n=1)
+                raise TypeError(f"{type(self).__name__} has no param {name!r}"
+                                + (f" (did you mean {close[0]!r}?)" if close else ""))
+        return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
+
+    setParams.__signature__ = _SIGNATURE
 
     def _fit(self, dataset) -> "DeepSegmentationModel":
         config = self.toConfig()
@@ -258,14 +204,15 @@ def _check_dataset(dataset, features_col: str, label_col: str, owner: str) -> No
 
     from pyspark.sql import functions as F
 
-    from deepseg.spark.backend import _is_labelled, float_array_column
+    from deepseg.spark.arrow import float_array_column
+    from deepseg.spark.arrow import is_labelled
 
     if label_col not in dataset.columns:
         raise ValueError(f"Param 'labelCol' of {owner}: column {label_col!r} not in the DataFrame's "
                          f"columns {dataset.columns}")
     arr = float_array_column(dataset, features_col)
     bad = F.exists(arr, lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == F.lit(float("inf"))))
-    unlabelled = ~F.coalesce(_is_labelled(label_col, dataset.schema[label_col].dataType), F.lit(False))
+    unlabelled = ~F.coalesce(is_labelled(label_col, dataset.schema[label_col].dataType), F.lit(False))
     n_null, n_bad, n_unlabelled = dataset.agg(
         F.count(F.when(arr.isNull(), 1)), F.count(F.when(bad, 1)), F.count(F.when(unlabelled, 1))).first()
     if n_null or n_bad:

@@ -355,7 +355,7 @@ def main(argv=None) -> int:
     from deepseg.config import load_config
     from deepseg.pipeline import load_trained, score_job, train_job
     from deepseg.spark.session import get_spark
-    from deepseg.tables import read_table
+    from deepseg.pipeline.tables import read_table
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     out = Path(args.out)

@@ -93,18 +93,6 @@ def test_estimator_save_load_keeps_params(tmp_path):
     assert again.getSeed() == 7
 
 
-def test_params_mirror_the_sklearn_estimator_and_its_defaults():
-    from deepseg import DeepSegmentationClassifier
-    from deepseg.spark.ml import _SKLEARN_NAME, DeepSegmentation
-
-    assert set(_SKLEARN_NAME.values()) == set(DeepSegmentationClassifier().get_params()) - {"random_state"}
-    assert DeepSegmentation().toConfig() == DeepSegmentationClassifier().to_config()
-    assert DeepSegmentation(inputNoise="auto").toConfig().train.input_noise == "auto"
-    assert DeepSegmentation(inputNoise=0.1).toConfig().train.input_noise == 0.1
-    assert DeepSegmentation(unlabeledEpochs="auto").toConfig().train.unlabeled_epochs == "auto"
-    assert DeepSegmentation(unlabeledEpochs=30).toConfig().train.unlabeled_epochs == 30
-
-
 @pytest.mark.parametrize("param, value, error", [
     ("numIter", -1, ValueError), ("dropout", 1.5, ValueError), ("hiddenSize", 0, ValueError),
     ("l2", [1e-3], ValueError), ("emaDecay", 1.0, ValueError), ("tsvmSampleSize", 0, ValueError),
