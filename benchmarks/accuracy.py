@@ -4,7 +4,7 @@
     python -m benchmarks.accuracy --quick          # 2 seeds
     python -m benchmarks.accuracy --datasets wine digits5 --methods deepseg tsvm --seeds 3 --jobs 2
 
-Writes BENCHMARKS.md, benchmarks/accuracy_per_iteration.png and benchmarks/results/accuracy.json.
+Writes docs/benchmarks.md, benchmarks/accuracy_per_iteration.png and benchmarks/results/accuracy.json.
 Set OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 for comparable timings.
 """
 
@@ -295,8 +295,24 @@ def report(summary: dict, meta: dict, path: str, plot_path: str | None) -> None:
         "(add `--jobs 2` to run two seeds at a time; raw results in `benchmarks/results/accuracy.json`).",
         "",
     ]
+    commentary = _commentary(path)
     with open(path, "w") as fh:
-        fh.write("\n".join(lines))
+        fh.write("\n".join(lines) + commentary)
+
+
+#: The generated report ends here; what follows this line in the file is kept on regeneration.
+COMMENTARY_MARKER = "<!-- hand-written below: kept when the report above is regenerated -->"
+
+
+def _commentary(path: str) -> str:
+    """The hand-written part of an existing report (from COMMENTARY_MARKER on), or ''."""
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        return ""
+    at = text.find(COMMENTARY_MARKER)
+    return "" if at < 0 else "\n" + text[at:]
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -313,7 +329,7 @@ def main(argv=None):
                         choices=list(METHOD_NAMES) + _experimental_names(),
                         help="x-<name>: a prototype variant of benchmarks/experiments/validate.py")
     parser.add_argument("--jobs", type=int, default=1, choices=(1, 2), help="worker processes (seeds in parallel)")
-    parser.add_argument("--report", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    parser.add_argument("--report", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     parser.add_argument("--plot", default=os.path.join(ROOT, "benchmarks", "accuracy_per_iteration.png"))
     parser.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "results", "accuracy.json"))
     parser.add_argument("--from-json", metavar="PATH", help="rewrite the report and plot from saved results")

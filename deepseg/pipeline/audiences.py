@@ -1,9 +1,14 @@
-"""Audiences: per segment, its members with the highest propensity, with the content to send them."""
+"""Audiences: per segment, its members with the highest propensity, with the content to send them.
+
+:func:`build_audiences` and :func:`export_csv` are plain functions of a DataFrame;
+:func:`audiences_job` reads ``user_segments``, writes ``audiences`` and exports it as CSV.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -11,10 +16,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # pragma: no cover
-    from pyspark.sql import DataFrame
+from deepseg.pipeline.runs import commit_metadata, new_run_id
+from deepseg.pipeline.tables import last_commit, read_table, retry_on_conflict, same_rows, table_exists, write_table
 
-__all__ = ["AUDIENCE_COLUMNS", "build_audiences", "export_csv", "export_stamp"]
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+
+    from deepseg.config import Config
+
+__all__ = ["AUDIENCE_COLUMNS", "audiences_job", "build_audiences", "export_csv", "export_stamp"]
+
+log = logging.getLogger("deepseg")
 
 #: File in an export folder naming what it was exported from (e.g. a table version).
 EXPORT_STAMP = "_deepseg_export.json"
@@ -110,3 +122,42 @@ def _export_lock(target: Path):
         except OSError:  # e.g. some FUSE mounts
             pass
         yield
+
+
+# ------------------------------------------------------------------ the job
+def audiences_job(spark: "SparkSession", cfg: "Config") -> dict:
+    """Write the ``audiences`` table from ``user_segments`` and export it as CSV.
+
+    Audiences equal to the table's (``run_id`` and ``created_at`` aside) are not rewritten: a
+    rerun commits nothing. The CSV export is redone whenever it is not of the table's latest
+    version (its ``_deepseg_export.json`` says which).
+    """
+    run_id, a = new_run_id(), cfg.audiences
+    path = cfg.data.table_path("audiences")
+    export_dir = str(Path(cfg.data.root) / a.export_dir)
+
+    def attempt(i: int) -> bool:
+        audiences = build_audiences(read_table(spark, cfg, "user_segments"), top_k=a.top_k,
+                                    threshold=a.threshold, content=a.content,
+                                    default_content=a.default_content, run_id=run_id).persist()
+        try:
+            if table_exists(spark, path) and same_rows(audiences, read_table(spark, cfg, "audiences"),
+                                                       ignore=("run_id", "created_at")):
+                return False
+            write_table(audiences, path, commit_metadata("audiences", run_id))
+            return True
+        finally:
+            audiences.unpersist()
+
+    changed = retry_on_conflict(attempt, f"audiences into {path}")
+    commit = last_commit(spark, path)
+    version = commit["version"]
+    written = spark.read.format("delta").option("versionAsOf", version).load(path)
+    stamp = {"table": path, "version": version, "committed_at": str(commit["timestamp"])}
+    if export_stamp(export_dir) != stamp:
+        export_csv(written, export_dir, stamp=stamp)
+    sizes = {r.segment: r["count"] for r in written.groupBy("segment").count().collect()}
+    log.info("audiences: %s users per segment -> %s (%s), %s", dict(sorted(sizes.items())), path,
+             f"version {version}" if changed else f"unchanged at version {version}", export_dir)
+    return {"run_id": run_id, "table": path, "version": version, "changed": changed,
+            "export_dir": export_dir, "sizes": dict(sorted(sizes.items()))}

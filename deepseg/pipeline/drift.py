@@ -8,6 +8,10 @@ counting run in Spark (one aggregation, d x bins rows come back); the index is c
     PSI = sum over bins (a - e) * ln(a / e)    (e: reference share, a: current share)
 
 0.1 is usually read as a moderate shift, 0.25 as a major one.
+
+The train job stores the profiles of its population with the model (``profile.json``); the
+refresh job bins today's population on the same edges and retrains past a threshold. Its own
+module so that both import it and neither imports the other.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""② Users and their events -> ``user_id, features array<float>``: pure Spark, no table names.
+"""② Users and their events -> ``user_id, features array<float>``, and the job writing ``features``.
 
-Two steps, so that scoring reapplies exactly what training saw:
+Two steps, so that scoring reapplies exactly what training saw (both pure Spark, no table names):
 
 * :func:`aggregate_users` -- one row per user: the profile columns plus event aggregates
   (counts per product and per action, mean log duration, recency, active span, account age).
@@ -9,27 +9,41 @@ Two steps, so that scoring reapplies exactly what training saw:
   rows: log transforms (SQL), mean imputation, categorical indexing / one-hot encoding,
   assembly and standardisation. It is saved with each model and reapplied by
   :func:`transform_features` at scoring, which yields the one array column ``features``.
+
+:func:`features_job` reads ``users`` and ``events``, fits the pipeline, saves it beside the
+table (:func:`feature_pipeline_path`) and writes ``features``; :func:`current_features` runs a
+model's saved pipeline on today's tables for scoring and drift.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import TYPE_CHECKING
 
+from deepseg.pipeline.runs import commit_metadata, new_run_id
+from deepseg.pipeline.tables import read_table, write_table
+from deepseg.pipeline.validate import check_feature_inputs
+
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.ml import PipelineModel
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
-    from deepseg.config import FeatureSpec
+    from deepseg.config import Config, FeatureSpec
 
 __all__ = [
     "aggregate_users",
+    "current_features",
     "feature_columns",
     "feature_names",
+    "feature_pipeline_path",
+    "features_job",
     "fit_feature_pipeline",
     "transform_features",
     "with_feature_hash",
 ]
+
+log = logging.getLogger("deepseg")
 
 _NUM, _CAT, _IDX, _VEC = "num__", "cat__", "idx__", "vec__"
 _RAW, _SCALED = "_assembled", "_scaled"
@@ -56,7 +70,7 @@ def aggregate_users(users: "DataFrame", events: "DataFrame", spec: "FeatureSpec"
     Non-finite inputs become missing values: ±inf in a numeric users column turns to null (the
     pipeline imputes nulls and NaNs with the mean), and an event whose duration is null, NaN or
     ±inf is left out of its user's mean duration. With ``spec.non_finite == "reject"`` the jobs
-    refuse such inputs before calling this (:func:`deepseg.validate.check_feature_inputs`).
+    refuse such inputs before calling this (:func:`deepseg.pipeline.validate.check_feature_inputs`).
     """
     from pyspark.sql import functions as F
 
@@ -208,3 +222,35 @@ def feature_names(pipeline: "PipelineModel") -> list[str]:
         else:
             names.append(c)
     return names
+
+
+# ------------------------------------------------------------------ the job
+def feature_pipeline_path(cfg: "Config") -> str:
+    """Where the features job leaves the pipeline that made the ``features`` table."""
+    return cfg.data.table_path("features") + "_pipeline"
+
+
+def current_features(spark: "SparkSession", cfg: "Config", pipeline: "PipelineModel") -> "DataFrame":
+    """``user_id, features, feature_hash`` of today's users and events through `pipeline`."""
+    users, events = read_table(spark, cfg, "users"), read_table(spark, cfg, "events")
+    return with_feature_hash(transform_features(pipeline, aggregate_users(users, events, cfg.features)))
+
+
+def features_job(spark: "SparkSession", cfg: "Config") -> dict:
+    """Fit the feature pipeline on today's users and write the ``features`` table with it."""
+    run_id = new_run_id()
+    users, events = read_table(spark, cfg, "users"), read_table(spark, cfg, "events")
+    imputed = check_feature_inputs(users, events, cfg)  # before anything is written
+    rows = aggregate_users(users, events, cfg.features).persist()
+    try:
+        pipeline = fit_feature_pipeline(rows, cfg.features)
+        pipeline.write().overwrite().save(feature_pipeline_path(cfg))
+        names = feature_names(pipeline)
+        path = cfg.data.table_path("features")
+        write_table(with_feature_hash(transform_features(pipeline, rows)), path,
+                    commit_metadata("features", run_id, feature_names=names))
+    finally:
+        rows.unpersist()
+    log.info("features: %d per user -> %s", len(names), path)
+    return {"run_id": run_id, "table": path, "n_features": len(names), "pipeline": feature_pipeline_path(cfg),
+            "imputed": imputed}

@@ -3,25 +3,34 @@
 Plain DataFrame functions, no table names:
 
 * :func:`select_invitations` -- a uniform or stratified (proportional allocation) sample of users;
-* :func:`check_respondents` -- every respondent must be a known user;
 * :func:`segment_answers` -- pyspark.ml KMeans or GaussianMixture on the answers; with no
   segment count given, the count is chosen by silhouette (kmeans) or BIC (gmm), and the scores
   of every candidate are returned.
 
 Segments are numbered by decreasing size (0 is the largest) so their numbers do not depend on
-the clustering's arbitrary cluster order.
+the clustering's arbitrary cluster order. :func:`survey_job` reads ``users`` and
+``survey_responses`` and writes ``survey_invitations`` and ``survey_segments`` (the training labels).
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # pragma: no cover
-    from pyspark.sql import DataFrame
+from deepseg.pipeline.runs import commit_metadata, new_run_id
+from deepseg.pipeline.tables import read_table, write_table
+from deepseg.pipeline.validate import InputError, check_survey_inputs, describe
 
-__all__ = ["SurveySegmentation", "check_respondents", "segment_answers", "select_invitations"]
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+
+    from deepseg.config import Config
+
+__all__ = ["SurveySegmentation", "segment_answers", "select_invitations", "survey_job"]
+
+log = logging.getLogger("deepseg")
 
 _ANSWERS = "_answers"
 
@@ -60,19 +69,6 @@ def select_invitations(users: "DataFrame", size: int, sampling: str = "uniform",
             / F.count(F.lit(1)).over(by_stratum))
         chosen = ranked.orderBy("_pos", "_u", "user_id").limit(size)
     return chosen.select("user_id", "stratum")
-
-
-def check_respondents(responses: "DataFrame", users: "DataFrame") -> None:
-    """Raise :class:`~deepseg.validate.InputError` (a ValueError) if a respondent's ``user_id``
-    is not in `users`, giving how many are unknown and up to 5 of them (smallest first)."""
-    from deepseg.validate import InputError
-
-    unknown = responses.select("user_id").join(users.select("user_id"), "user_id", "left_anti")
-    examples = [r.user_id for r in unknown.orderBy("user_id").limit(5).collect()]
-    if examples:
-        n = unknown.count()
-        raise InputError(f"survey_responses: column 'user_id' has {n} value(s) not in users "
-                         f"(e.g. {examples}); survey_responses must only hold known users")
 
 
 @dataclass
@@ -168,3 +164,27 @@ def segment_answers(responses: "DataFrame", method: str = "kmeans", n_segments: 
     relabel = F.create_map(*[F.lit(x) for s, c in enumerate(order) for x in (c, s)])
     segments = clustered.select("user_id", relabel[F.col("_cluster")].cast("int").alias("segment"))
     return segments, SurveySegmentation(method, len(order), criterion, scores, [counts[c] for c in order])
+
+
+# ------------------------------------------------------------------ the job
+def survey_job(spark: "SparkSession", cfg: "Config") -> SurveySegmentation:
+    """Invite the next survey wave and segment the answers received."""
+    from pyspark.sql import functions as F
+
+    run_id, s = new_run_id(), cfg.survey
+    users, responses = read_table(spark, cfg, "users"), read_table(spark, cfg, "survey_responses")
+    check_survey_inputs(users, responses, cfg)
+    # Segment first: a survey that cannot be segmented leaves both output tables unchanged.
+    segments, info = segment_answers(responses, s.method, s.n_segments, s.k_range, s.seed, s.max_iter,
+                                     s.questions, s.n_init)
+    if info.n_segments < 2:
+        raise InputError(f"{describe(cfg, 'survey_responses')}: the answers form "
+                         f"{info.n_segments} segment(s), sizes {info.sizes}; need at least 2")
+    invitations = select_invitations(users, s.invitations, s.sampling, s.strata, s.seed, exclude=responses)
+    write_table(invitations.withColumns({"invited_at": F.current_timestamp(), "run_id": F.lit(run_id)}),
+                cfg.data.table_path("survey_invitations"), commit_metadata("survey", run_id))
+    write_table(segments.withColumn("run_id", F.lit(run_id)), cfg.data.table_path("survey_segments"),
+                commit_metadata("survey", run_id, survey=asdict(info)))
+    log.info("survey: %s chose %d segments (%s %s), sizes %s", info.method, info.n_segments,
+             info.criterion, {k: round(v, 4) for k, v in info.scores.items()}, info.sizes)
+    return info

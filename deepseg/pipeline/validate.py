@@ -4,7 +4,7 @@ Each job calls these on what it read before it writes a table or a model directo
 check raises :class:`InputError` (a ``ValueError``) whose message names the table (logical
 name and location), the column, the configuration key behind it and the offending values; the
 CLI prints it on one line and exits with status 2. Missing tables raise ``FileNotFoundError``
-from :func:`deepseg.tables.read_table` (also status 2).
+from :func:`deepseg.pipeline.tables.read_table` (also status 2).
 
 Non-finite numeric inputs (null, NaN, ±inf) follow ``features.non_finite``: ``reject`` fails
 the job, ``impute`` lets the feature pipeline replace them by the column mean and returns
@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
 
-    from deepseg.config import Config, FeatureSpec
+    from deepseg.config import Config
 
 __all__ = [
     "InputError",
     "check_feature_inputs",
     "check_features_table",
     "check_labels",
-    "check_model_features",
+    "check_respondents",
     "check_survey_inputs",
     "require_columns",
     "require_rows",
@@ -270,8 +270,6 @@ def check_labels(features: "DataFrame", labels: "DataFrame", cfg: "Config",
 
 def check_survey_inputs(users: "DataFrame", responses: "DataFrame", cfg: "Config") -> None:
     """The survey job's inputs: schema, rows, unique users, finite answers, known respondents."""
-    from deepseg.survey import check_respondents
-
     s = cfg.survey
     users_at, resp_at = describe(cfg, "users"), describe(cfg, "survey_responses")
     cols = {"user_id": (None, "id")}
@@ -301,30 +299,12 @@ def check_survey_inputs(users: "DataFrame", responses: "DataFrame", cfg: "Config
     check_respondents(responses, users)
 
 
-# ------------------------------------------------------------------ models
-def check_model_features(metadata: Mapping[str, Any], spec: "FeatureSpec", n_features: int, where: str) -> None:
-    """A model's feature schema against the configured features: refuse a model whose
-    ``feature_names`` come from other columns than the configuration's (naming them), or whose
-    names and network disagree in width.
-
-    Categorical levels are not compared: the model's own feature pipeline encodes them (a level
-    it never saw goes to ``<other>``)."""
-    from deepseg.features import feature_columns
-
-    names = metadata.get("feature_names")
-    if not isinstance(names, list) or not names:
-        raise InputError(f"{where}: its metadata has no feature_names; retrain the model")
-    if len(names) != n_features:
-        raise InputError(f"{where}: {len(names)} feature_names but the network takes {n_features} features")
-    model_cols = list(dict.fromkeys(str(n).split("=", 1)[0] for n in names))
-    config_cols = feature_columns(spec)
-    if model_cols != config_cols:
-        missing = [c for c in model_cols if c not in config_cols]
-        extra = [c for c in config_cols if c not in model_cols]
-        detail = "; ".join(x for x in (
-            f"the model's feature columns {missing} are not in the configured features" if missing else "",
-            f"configured feature columns {extra} are not in the model's" if extra else "",
-            "the same columns in another order" if not (missing or extra) else "") if x)
-        raise InputError(f"{where} was trained on a different feature schema: {detail} "
-                         f"(features.numeric / categorical / events); retrain it or score with the "
-                         f"configuration it was trained with")
+def check_respondents(responses: "DataFrame", users: "DataFrame") -> None:
+    """Raise :class:`InputError` if a respondent's ``user_id`` is not in `users`, giving how many
+    are unknown and up to 5 of them (smallest first)."""
+    unknown = responses.select("user_id").join(users.select("user_id"), "user_id", "left_anti")
+    examples = [r.user_id for r in unknown.orderBy("user_id").limit(5).collect()]
+    if examples:
+        n = unknown.count()
+        raise InputError(f"survey_responses: column 'user_id' has {n} value(s) not in users "
+                         f"(e.g. {examples}); survey_responses must only hold known users")

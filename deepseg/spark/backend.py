@@ -36,9 +36,9 @@ DEFAULT_BATCH_ROWS = 32768
 def _disk_storage_level():
     """Where the backend caches what it reads more than once: the executors' local disks.
 
-    MEMORY_AND_DISK ran the 4 GB local JVM out of heap at 10M users twice (unrolling the input,
-    then building the in-memory columnar cache of the pseudo-labels): those buffers are not
-    counted by Spark's storage memory, so it does not spill in time. The OS page cache still
+    Not MEMORY_AND_DISK: unrolling the input and building the in-memory columnar cache of the
+    pseudo-labels use buffers that Spark's storage memory does not count, so on tens of millions
+    of users it does not spill in time and the JVM runs out of heap. The OS page cache still
     keeps recently written blocks in memory when there is room.
     """
     from pyspark import StorageLevel

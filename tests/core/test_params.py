@@ -102,3 +102,12 @@ def test_unknown_names_are_refused_with_a_suggestion():
 def test_auto_or_a_number_reaches_the_core(spark, value):
     p = next(p for p in PARAMS if p.spark_name == spark)
     assert field_of(DeepSegmentation(**{spark: value}).toConfig(), p) == value
+
+
+def test_deepseg_params_lists_every_parameter(capsys):
+    from deepseg.cli import main
+
+    assert main(["params"]) == 0
+    out = capsys.readouterr().out
+    for p in PARAMS:
+        assert f"{p.name} ({p.spark_name}): {p.type_doc}, default {p.default!r}" in out

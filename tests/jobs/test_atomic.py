@@ -19,8 +19,10 @@ from deepseg.config import TABLES, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 #: Small and quick: the tests are about what a kill leaves behind, not about accuracy.
+N_USERS = 1500
+#: conf/demo.yaml's generate section, overridden.
+GENERATE = {"n_users": N_USERS, "chunk_size": N_USERS, "synthetic": {"survey_fraction": 0.1}}
 SETTINGS = {
-    "generate": {"n_users": 1500, "chunk_size": 1500, "synthetic": {"survey_fraction": 0.1}},
     "survey": {"invitations": 50, "n_segments": 5},
     "training": {"n_iter": 1, "supervised_epochs": 30, "unlabeled_epochs": 1, "labeled_epochs": 1,
                  "tsvm_sample_size": 300},
@@ -44,10 +46,10 @@ def cfg(conf):
 @pytest.fixture(scope="module")
 def previous(spark, cfg):
     """Every table written once, in this process: the version a killed job must leave alone."""
-    from deepseg.demo import generate_tables
+    from deepseg.demo import generate_tables, load_demo_settings
     from deepseg.pipeline import audiences_job, features_job, score_job, survey_job, train_job
 
-    generate_tables(spark, cfg)
+    generate_tables(spark, cfg, load_demo_settings(REPO / "conf" / "demo.yaml", {"generate": GENERATE}))
     features_job(spark, cfg)
     survey_job(spark, cfg)
     trained = train_job(spark, cfg)
@@ -184,7 +186,7 @@ def test_readers_see_the_old_or_the_new_segments_never_a_mix(spark, cfg, previou
 
     from deepseg.pipeline import score_job
 
-    path, n = cfg.data.table_path("user_segments"), cfg.generate.n_users
+    path, n = cfg.data.table_path("user_segments"), N_USERS
     reader, seen, done, errors = spark.newSession(), [], threading.Event(), []
 
     def snapshot(**options):
@@ -218,47 +220,3 @@ def test_readers_see_the_old_or_the_new_segments_never_a_mix(spark, cfg, previou
         assert h.operation in ("WRITE", "MERGE") and '"job": "score"' in h.userMetadata, h
         state = snapshot(versionAsOf=h.version)
         assert len(state) == 1 and state[0][2] == n, (h.version, state)
-
-
-@spark_test
-def test_a_failed_or_killed_csv_export_never_leaves_a_partial_export(spark, tmp_path):
-    from datetime import datetime
-
-    from pyspark.sql import functions as F
-
-    from deepseg.audiences import AUDIENCE_COLUMNS, export_csv, export_stamp
-
-    now = datetime(2025, 1, 1)
-    audiences = spark.createDataFrame(
-        [(s, r, 100 * s + r, 1.0 - r / 10, f"content{s}", "v1", "run", now) for s in range(5) for r in (1, 2, 3)],
-        list(AUDIENCE_COLUMNS))
-    directory = tmp_path / "exports" / "audiences"
-
-    def listing():
-        return sorted((str(p.relative_to(directory)), p.read_bytes()) for p in directory.rglob("*") if p.is_file())
-
-    def leftovers():
-        return sorted(p.name for p in directory.parent.iterdir() if p.name not in ("audiences", ".audiences.lock"))
-
-    export_csv(audiences, str(directory), stamp={"version": 1})
-    first = listing()
-    assert export_stamp(str(directory)) == {"version": 1}
-    assert len([name for name, _ in first if name.endswith(".csv")]) == 5
-
-    # the write fails after some segments' files are written: the previous export stays whole
-    last = audiences.agg(F.max("segment")).first()[0]
-    failing = audiences.withColumn("rank", F.when(F.col("segment") == last, F.raise_error(F.lit("boom")))
-                                   .otherwise(F.col("rank")))
-    with pytest.raises(Exception, match="boom"):
-        export_csv(failing, str(directory), stamp={"version": 2})
-    assert listing() == first and leftovers() == []
-
-    # a run killed while writing (a staged folder left) or between its two renames (no export,
-    # the previous one set aside): the next export cleans up and swaps its own in
-    (directory.parent / ".audiences.tmp-killed" / "segment=0").mkdir(parents=True)
-    (directory.parent / ".audiences.tmp-killed" / "segment=0" / "part-0.csv").write_text("rank,user_id\n1,")
-    directory.rename(directory.parent / ".audiences.old-killed")
-    assert export_stamp(str(directory)) is None
-    export_csv(audiences.filter("segment < 2"), str(directory), stamp={"version": 3})
-    assert export_stamp(str(directory)) == {"version": 3} and leftovers() == []
-    assert sorted(p.name for p in directory.glob("segment=*")) == ["segment=0", "segment=1"]

@@ -12,6 +12,7 @@ import pytest
 from deepseg.config import load_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
+N_USERS = 3000
 
 spark_test = pytest.mark.spark
 
@@ -20,7 +21,6 @@ spark_test = pytest.mark.spark
 def cfg(tmp_path_factory):
     return load_config(CONF / "local.yaml", {
         "data": {"root": str(tmp_path_factory.mktemp("deepseg-data"))},
-        "generate": {"n_users": 3000, "chunk_size": 1000, "synthetic": {"survey_fraction": 0.05}},
         "survey": {"invitations": 100, "k_range": [4, 6]},
         # deepseg's default iterations and epochs: with 2 x 2 x 2 the gain over the supervised
         # start is a coin flip at this size (in memory, 3 seeds: +1.0, -0.8, -0.6 points)
@@ -34,11 +34,13 @@ def run(spark, cfg):
     """The whole pipeline once, as `deepseg demo` runs it."""
     from types import SimpleNamespace
 
-    from deepseg.demo import generate_tables
+    from deepseg.demo import generate_tables, load_demo_settings
     from deepseg.pipeline import audiences_job, features_job, score_job, survey_job, train_job
 
-    generate_tables(spark, cfg)
-    out = SimpleNamespace(features=features_job(spark, cfg), survey=survey_job(spark, cfg))
+    settings = load_demo_settings(CONF / "demo.yaml", {"generate": {
+        "n_users": N_USERS, "chunk_size": 1000, "synthetic": {"survey_fraction": 0.05}}})
+    out = SimpleNamespace(settings=settings, tables=generate_tables(spark, cfg, settings))
+    out.features, out.survey = features_job(spark, cfg), survey_job(spark, cfg)
     out.trained = train_job(spark, cfg)
     out.scored = score_job(spark, cfg, trained=out.trained)
     out.audiences = audiences_job(spark, cfg)
@@ -46,7 +48,7 @@ def run(spark, cfg):
 
 
 def _table(spark, cfg, name):
-    from deepseg.tables import read_table
+    from deepseg.pipeline.tables import read_table
 
     return read_table(spark, cfg, name)
 
@@ -59,8 +61,8 @@ def _history(spark, cfg, name):
 
 @spark_test
 def test_schemas(spark, cfg, run):
-    from deepseg.audiences import AUDIENCE_COLUMNS
-    from deepseg.scoring import SEGMENT_COLUMNS
+    from deepseg.pipeline.audiences import AUDIENCE_COLUMNS
+    from deepseg.pipeline.score import SEGMENT_COLUMNS
 
     def types(name):
         return {f.name: f.dataType.simpleString() for f in _table(spark, cfg, name).schema.fields}
@@ -87,7 +89,7 @@ def test_every_user_scored_exactly_once(spark, cfg, run):
     segments = _table(spark, cfg, "user_segments")
     stats = segments.agg(F.count("*").alias("n"), F.countDistinct("user_id").alias("distinct"),
                          F.min("segment").alias("lo"), F.max("segment").alias("hi")).first()
-    assert stats.n == stats.distinct == cfg.generate.n_users == run.scored["scored"]
+    assert stats.n == stats.distinct == N_USERS == run.scored["scored"]
     assert segments.join(_table(spark, cfg, "users"), "user_id", "left_anti").count() == 0
     assert 0 <= stats.lo and stats.hi < run.survey.n_segments
     sums = np.array([sum(r.propensities) for r in segments.limit(100).collect()])
@@ -96,11 +98,15 @@ def test_every_user_scored_exactly_once(spark, cfg, run):
 
 @spark_test
 def test_one_delta_commit_per_job_write(spark, cfg, run):
-    for name in ("users", "events", "survey_responses", "segments_truth", "features",
+    from delta.tables import DeltaTable
+
+    for name in ("users", "events", "survey_responses", "features",
                  "survey_invitations", "survey_segments", "user_segments", "audiences"):
         history = _history(spark, cfg, name)
         assert [h.operation for h in history] == ["WRITE"], name
         assert '"run_id"' in history[0].userMetadata, name
+    truth = DeltaTable.forPath(spark, run.tables["segments_truth"]).history().collect()
+    assert [h.operation for h in truth] == ["WRITE"] and '"run_id"' in truth[0].userMetadata
     assert run.trained.version in _history(spark, cfg, "user_segments")[0].userMetadata
 
     # a rerun whose output would not change commits nothing (audiences: run_id/created_at aside)
@@ -136,7 +142,7 @@ def test_accuracy_at_least_the_supervised_baseline(spark, cfg, run):
     """deepseg vs its own supervised start (= the same fit with n_iter=0: same seed, same net)."""
     from deepseg.demo import evaluate
 
-    metrics = evaluate(spark, cfg, run.trained)
+    metrics = evaluate(spark, cfg, run.trained, run.settings)
     assert metrics["survey_accuracy"] > 0.8
     assert metrics["deepseg_accuracy"] >= metrics["supervised_accuracy"], metrics
 
@@ -154,7 +160,7 @@ def test_rescoring_is_idempotent(spark, cfg, run):
     assert again["scored"] == 0 and again["model_version"] == run.trained.version
     assert len(_history(spark, cfg, "user_segments")) == commits  # nothing changed: no commit
     everyone = score_job(spark, cfg, only_changed=False)
-    assert everyone["scored"] == cfg.generate.n_users
+    assert everyone["scored"] == N_USERS
     history = _history(spark, cfg, "user_segments")
     assert [h.operation for h in history[commits:]] == ["MERGE"]
     assert rows() == before
@@ -179,27 +185,9 @@ def test_refresh_on_schedule_retrains_and_rescores_everyone(spark, cfg, run):
     assert [r.split(":")[0] for r in out["retrain_reasons"]] == ["schedule"]
     versions = model_versions(cfg)
     assert len(versions) == 2 and versions[0] == run.trained.version and out["model_version"] == versions[1]
-    assert out["scored"] == cfg.generate.n_users
+    assert out["scored"] == N_USERS
     segments = _table(spark, cfg, "user_segments")
     assert {r.model_version for r in segments.select("model_version").distinct().collect()} == {versions[1]}
-    assert segments.count() == cfg.generate.n_users
+    assert segments.count() == N_USERS
     assert [h.operation for h in _history(spark, cfg, "user_segments")[commits:]] == ["MERGE"]
     assert [h.operation for h in _history(spark, cfg, "features")] == ["WRITE", "WRITE"]
-
-
-def test_population_stability_index_and_retrain_reasons():
-    from datetime import datetime
-
-    from deepseg.refresh import drift_reason, population_stability_index, schedule_reason
-
-    same = np.full((3, 4), 0.25)
-    np.testing.assert_allclose(population_stability_index(same, same), 0.0)
-    shifted = np.array([[0.1, 0.2, 0.3, 0.4]])
-    expected = np.sum((shifted - 0.25) * np.log(shifted / 0.25))
-    np.testing.assert_allclose(population_stability_index(same[:1], shifted), [expected])
-    assert drift_reason("feature", np.array([0.01, 0.05]), 0.2) is None
-    assert drift_reason("feature", np.array([0.01, 0.5]), 0.2, ["a", "b"]) == "feature drift: PSI 0.500 > 0.2 (b)"
-    t0 = datetime(2025, 1, 1)
-    assert schedule_reason(t0, t0 + timedelta(days=3), 30) is None
-    assert schedule_reason(t0, t0 + timedelta(days=300), None) is None
-    assert schedule_reason(t0, t0 + timedelta(days=31), 30).startswith("schedule: model trained 31 days ago")

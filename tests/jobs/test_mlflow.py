@@ -40,20 +40,20 @@ def test_train_job_logs_a_run(tmp_path, tracking):
     pytest.importorskip("delta")
     from pyspark.sql import SparkSession
 
-    from deepseg.demo import generate_tables
+    from deepseg.demo import generate_tables, load_demo_settings
     from deepseg.pipeline import features_job, survey_job, train_job
     from deepseg.spark.session import FAST_START_CONF, get_spark
 
     cfg = load_config(CONF / "local.yaml", {
         "data": {"root": str(tmp_path / "data")},
-        "generate": {"n_users": 1000, "chunk_size": 1000, "synthetic": {"survey_fraction": 0.1}},
         "survey": {"invitations": 20, "n_segments": 5, "n_init": 1},
         "training": TRAINING,
     })
     before = SparkSession.getActiveSession()
     spark = get_spark(app_name="deepseg-mlflow", master="local[2]", conf=FAST_START_CONF)
     try:
-        generate_tables(spark, cfg)
+        generate_tables(spark, cfg, load_demo_settings(CONF / "demo.yaml", {"generate": {
+            "n_users": 1000, "chunk_size": 1000, "synthetic": {"survey_fraction": 0.1}}}))
         features_job(spark, cfg)
         survey_job(spark, cfg)
         trained = train_job(spark, cfg)
@@ -101,7 +101,7 @@ METADATA = {"run_id": "abc", "training": {"seed": 0, "tsvm_sample_size": None}, 
 
 
 def test_nested_under_an_active_run(tmp_path, tracking):
-    from deepseg.pipeline import _log_to_mlflow
+    from deepseg.pipeline.train import _log_to_mlflow
 
     with mlflow.start_run(run_name="outer") as outer:
         run_id = _log_to_mlflow("v1", METADATA, [{"iteration": 1, "agreement": 0.5}], _fake_model_dir(tmp_path))
@@ -113,7 +113,7 @@ def test_nested_under_an_active_run(tmp_path, tracking):
 
 def test_tracking_failure_is_a_warning(tmp_path, monkeypatch, caplog):
     """The model is saved before logging: an unusable tracking store must not fail the job."""
-    from deepseg.pipeline import _log_to_mlflow
+    from deepseg.pipeline.train import _log_to_mlflow
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "nosuchscheme://nowhere")
     with caplog.at_level("WARNING", logger="deepseg"):

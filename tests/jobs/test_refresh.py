@@ -21,7 +21,6 @@ spark_test = pytest.mark.spark
 def cfg(tmp_path_factory):
     return load_config(CONF / "local.yaml", {
         "data": {"root": str(tmp_path_factory.mktemp("deepseg-refresh"))},
-        "generate": {"n_users": 1500, "chunk_size": 1500, "synthetic": {"survey_fraction": 0.1}},
         "survey": {"invitations": 50, "n_segments": 5},
         "training": {"n_iter": 1, "supervised_epochs": 30, "unlabeled_epochs": 1, "labeled_epochs": 1,
                      "tsvm_sample_size": 500},
@@ -32,10 +31,11 @@ def cfg(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(spark, cfg):
     """Tables, a model, everyone scored, audiences: the state before a night's refresh."""
-    from deepseg.demo import generate_tables
+    from deepseg.demo import generate_tables, load_demo_settings
     from deepseg.pipeline import audiences_job, features_job, score_job, survey_job, train_job
 
-    generate_tables(spark, cfg)
+    generate_tables(spark, cfg, load_demo_settings(CONF / "demo.yaml", {"generate": {
+        "n_users": 1500, "chunk_size": 1500, "synthetic": {"survey_fraction": 0.1}}}))
     features_job(spark, cfg)
     survey_job(spark, cfg)
     model = train_job(spark, cfg)
@@ -45,7 +45,7 @@ def trained(spark, cfg):
 
 
 def _table(spark, cfg, name):
-    from deepseg.tables import read_table
+    from deepseg.pipeline.tables import read_table
 
     return read_table(spark, cfg, name)
 
@@ -71,7 +71,7 @@ def change_users(spark, cfg, *, add: int = 0, change: int = 0, delete=(), new_id
     Returns the new ids."""
     from pyspark.sql import functions as F
 
-    from deepseg.tables import write_table
+    from deepseg.pipeline.tables import write_table
 
     users, events = _table(spark, cfg, "users"), _table(spark, cfg, "events")
     kept = [i for i in _ids(spark, cfg, "users") if i not in set(delete)]
@@ -163,10 +163,10 @@ def test_second_refresh_of_the_same_day_changes_nothing(spark, cfg, trained):
 def _race(spark, monkeypatch, jobs):
     """Run `jobs` (callables taking a SparkSession) in threads, each with its own session; their
     first MERGE into user_segments starts together (a barrier), so both commits race."""
-    import deepseg.pipeline
+    import deepseg.pipeline.score
 
     barrier, local = threading.Barrier(len(jobs), timeout=300), threading.local()
-    merge = deepseg.pipeline.merge_segments
+    merge = deepseg.pipeline.score.merge_segments
 
     def racing_merge(*args, **kwargs):
         if not getattr(local, "raced", False):
@@ -174,7 +174,7 @@ def _race(spark, monkeypatch, jobs):
             barrier.wait()
         return merge(*args, **kwargs)
 
-    monkeypatch.setattr(deepseg.pipeline, "merge_segments", racing_merge)
+    monkeypatch.setattr(deepseg.pipeline.score, "merge_segments", racing_merge)
     results: list = [None] * len(jobs)
 
     def run(i, job, session):
@@ -209,8 +209,8 @@ def test_concurrent_refreshes_one_commits_the_other_retries(spark, cfg, trained,
     _check_one_row_per_user(spark, cfg)
     assert set(new_ids) <= set(_ids(spark, cfg, "user_segments"))
     # audiences: each run may commit them (the same rows, run_id/created_at aside), never doubled
-    from deepseg.audiences import build_audiences
-    from deepseg.tables import same_rows
+    from deepseg.pipeline.audiences import build_audiences
+    from deepseg.pipeline.tables import same_rows
 
     a = cfg.audiences
     audiences = _table(spark, cfg, "audiences")
@@ -226,11 +226,11 @@ def test_concurrent_refreshes_one_commits_the_other_retries(spark, cfg, trained,
 
 @spark_test
 def test_concurrent_scores_without_retries_the_loser_fails_cleanly(spark, cfg, trained, monkeypatch):
-    import deepseg.tables
+    import deepseg.pipeline.tables
     from deepseg.pipeline import score_job
-    from deepseg.tables import ConcurrentWriteError
+    from deepseg.pipeline.tables import ConcurrentWriteError
 
-    monkeypatch.setattr(deepseg.tables, "CONFLICT_RETRIES", 0)
+    monkeypatch.setattr(deepseg.pipeline.tables, "CONFLICT_RETRIES", 0)
     new_ids = change_users(spark, cfg, add=25, new_ids_from=40_000_000)
     before = _rows(spark, cfg, "user_segments")
     commits = len(_history(spark, cfg, "user_segments"))

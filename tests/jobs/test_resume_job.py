@@ -29,7 +29,6 @@ spark_test = pytest.mark.spark
 def conf(make_conf):
     """A --conf file for small data under a temporary root."""
     return make_conf("deepseg-resume", {
-        "generate": {"n_users": 3000, "chunk_size": 1000, "synthetic": {"survey_fraction": 0.05}},
         "survey": {"invitations": 100, "k_range": [4, 6]},
         "training": TRAINING,
     })
@@ -43,10 +42,11 @@ def cfg(conf):
 @pytest.fixture(scope="module")
 def uninterrupted(spark, cfg):
     """Tables for training, then one uninterrupted train run in this process."""
-    from deepseg.demo import generate_tables
+    from deepseg.demo import generate_tables, load_demo_settings
     from deepseg.pipeline import features_job, survey_job, train_job
 
-    generate_tables(spark, cfg)
+    generate_tables(spark, cfg, load_demo_settings(REPO / "conf" / "demo.yaml", {"generate": {
+        "n_users": 3000, "chunk_size": 1000, "synthetic": {"survey_fraction": 0.05}}}))
     features_job(spark, cfg)
     survey_job(spark, cfg)
     return train_job(spark, cfg)
@@ -86,7 +86,7 @@ def _kill_after(process: subprocess.Popen, marker: str, timeout: float = 300) ->
 
 
 def _features(spark, cfg) -> np.ndarray:
-    from deepseg.tables import read_table
+    from deepseg.pipeline.tables import read_table
 
     rows = read_table(spark, cfg, "features").orderBy("user_id").select("features").collect()
     return np.array([r.features for r in rows], dtype=np.float32)

@@ -20,10 +20,10 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 pytestmark = pytest.mark.spark
 
 #: Small and fast: 600 users, 3 survey segments, one short iteration.
+DEMO = {"generate": {"n_users": 600, "chunk_size": 600,
+                     "synthetic": {"survey_fraction": 0.15, "events_per_user": 5.0, "n_segments": 3}}}
 SETTINGS = {
     "spark": {"master": "local[2]"},
-    "generate": {"n_users": 600, "chunk_size": 600,
-                 "synthetic": {"survey_fraction": 0.15, "events_per_user": 5.0, "n_segments": 3}},
     "survey": {"invitations": 50, "n_segments": 3, "n_init": 1},
     "training": {"supervised_epochs": 5, "n_iter": 1, "unlabeled_epochs": 1, "labeled_epochs": 1,
                  "tsvm_sample_size": 300, "min_labelled_per_segment": 2},
@@ -37,11 +37,11 @@ def _settings(root, **overrides) -> dict:
 @pytest.fixture(scope="module")
 def base(spark, tmp_path_factory):
     """Every table and one model, written once by the real jobs; tests corrupt copies."""
-    from deepseg.demo import generate_tables
+    from deepseg.demo import generate_tables, load_demo_settings
     from deepseg.pipeline import features_job, score_job, survey_job, train_job
 
     cfg = load_config(CONF / "local.yaml", _settings(tmp_path_factory.mktemp("validation-base")))
-    generate_tables(spark, cfg)
+    generate_tables(spark, cfg, load_demo_settings(CONF / "demo.yaml", DEMO))
     features_job(spark, cfg)
     survey_job(spark, cfg)
     score_job(spark, cfg, trained=train_job(spark, cfg))
@@ -62,8 +62,8 @@ def copy(base, tmp_path):
 
 def _state(spark, cfg) -> dict:
     """Every table's latest Delta version, the model versions and the feature pipeline's files."""
-    from deepseg.pipeline import feature_pipeline_path
-    from deepseg.tables import last_commit, table_exists
+    from deepseg.pipeline.features import feature_pipeline_path
+    from deepseg.pipeline.tables import last_commit, table_exists
 
     out = {name: last_commit(spark, cfg.data.table_path(name))["version"]
            for name in TABLES if table_exists(spark, cfg.data.table_path(name))}
@@ -78,7 +78,7 @@ def _rewrite(spark, cfg, name, df) -> None:
     """Replace input table `name` by `df` in one Delta commit that keeps the last commit's job
     metadata (feature_names, survey), as an upstream writing bad data would. The rows are
     materialised first, since `df` usually reads the table it replaces."""
-    from deepseg.tables import last_commit, write_table
+    from deepseg.pipeline.tables import last_commit, write_table
 
     path = cfg.data.table_path(name)
     meta = {k: v for k, v in last_commit(spark, path).items() if k not in ("version", "operation", "timestamp")}
@@ -89,12 +89,11 @@ def _rewrite(spark, cfg, name, df) -> None:
 def _cli(cfg, stage, capsys, *extra) -> tuple[int, str]:
     """Run ``deepseg <stage> --conf <a file holding cfg>`` in-process: (exit code, stderr)."""
     from deepseg.cli import main
-    from deepseg.config import config_to_dict
 
     conf_dir = Path(cfg.data.root).parent / "conf"
     conf_dir.mkdir(exist_ok=True)
     shutil.copy(CONF / "base.yaml", conf_dir / "base.yaml")
-    (conf_dir / "env.yaml").write_text(yaml.safe_dump(config_to_dict(cfg)))
+    (conf_dir / "env.yaml").write_text(yaml.safe_dump(cfg.as_dict()))
     capsys.readouterr()
     code = main([stage, "--conf", str(conf_dir / "env.yaml"), *extra])
     err = capsys.readouterr().err
@@ -111,7 +110,7 @@ def _job(stage):
 
 def _fails(spark, cfg, stage, *fragments, error=None):
     """Run job `stage`: it must raise `error` (InputError) naming every fragment and write nothing."""
-    from deepseg.validate import InputError
+    from deepseg.pipeline.validate import InputError
 
     before = _state(spark, cfg)
     with pytest.raises(error or InputError) as info:
@@ -143,7 +142,7 @@ def test_missing_table_via_cli(spark, copy, capsys):
 def test_missing_column(spark, copy, stage, table, drop, fragments):
     cfg = copy(survey={"questions": ["q1", "q2", "q3"]}) if fragments is None else copy()
     fragments = fragments or ["table 'survey_responses'", "missing column 'q3'", "survey.questions[2]"]
-    from deepseg.tables import read_table
+    from deepseg.pipeline.tables import read_table
 
     _rewrite(spark, cfg, table, read_table(spark, cfg, table).drop(drop))
     _fails(spark, cfg, stage, *fragments, cfg.data.table_path(table))
@@ -162,7 +161,7 @@ def test_missing_column(spark, copy, stage, table, drop, fragments):
 def test_wrong_column_type_via_job_and_cli(spark, copy, capsys, stage, table, column, cast, fragments):
     from pyspark.sql import functions as F
 
-    from deepseg.tables import read_table
+    from deepseg.pipeline.tables import read_table
 
     cfg = copy()
     df = read_table(spark, cfg, table)
@@ -178,7 +177,7 @@ def test_wrong_column_type_via_job_and_cli(spark, copy, capsys, stage, table, co
 def test_features_table_with_non_finite_values(spark, copy):
     from pyspark.sql import functions as F
 
-    from deepseg.tables import read_table
+    from deepseg.pipeline.tables import read_table
 
     cfg = copy()
     features = read_table(spark, cfg, "features")
@@ -195,7 +194,7 @@ def _with_bad_values(spark, cfg):
     """users.age: 2 NaN; users.monthly_spend: +inf, -inf, null; events.duration_s: one +inf."""
     from pyspark.sql import functions as F
 
-    from deepseg.tables import read_table
+    from deepseg.pipeline.tables import read_table
 
     users = read_table(spark, cfg, "users")
     ids = [r.user_id for r in users.orderBy("user_id").select("user_id").limit(5).collect()]
@@ -230,7 +229,7 @@ def test_non_finite_inputs_imputed_with_counts(spark, copy, caplog):
     from pyspark.sql import functions as F
 
     from deepseg.pipeline import features_job
-    from deepseg.tables import read_table
+    from deepseg.pipeline.tables import read_table
 
     cfg = copy()
     assert cfg.features.non_finite == "impute"  # the default
@@ -252,7 +251,7 @@ def test_non_finite_inputs_imputed_with_counts(spark, copy, caplog):
 def test_duplicate_user_id(spark, copy, stage, table):
     from pyspark.sql import functions as F
 
-    from deepseg.tables import read_table
+    from deepseg.pipeline.tables import read_table
 
     cfg = copy()
     df = read_table(spark, cfg, table)
@@ -265,7 +264,7 @@ def test_duplicate_user_id(spark, copy, stage, table):
 def test_surveyed_users_not_in_users_via_cli(spark, copy, capsys):
     from pyspark.sql import functions as F
 
-    from deepseg.tables import read_table
+    from deepseg.pipeline.tables import read_table
 
     cfg = copy()
     responses = read_table(spark, cfg, "survey_responses")
@@ -281,7 +280,7 @@ def test_surveyed_users_not_in_users_via_cli(spark, copy, capsys):
 def test_labelled_users_not_in_features(spark, copy):
     from pyspark.sql import functions as F
 
-    from deepseg.tables import read_table
+    from deepseg.pipeline.tables import read_table
 
     cfg = copy()
     labels = read_table(spark, cfg, "survey_segments")
@@ -294,7 +293,7 @@ def test_labelled_users_not_in_features(spark, copy):
 def test_only_one_segment(spark, copy):
     from pyspark.sql import functions as F
 
-    from deepseg.tables import read_table
+    from deepseg.pipeline.tables import read_table
 
     cfg = copy()
     labels = read_table(spark, cfg, "survey_segments")
@@ -303,7 +302,7 @@ def test_only_one_segment(spark, copy):
 
 
 def test_segment_below_the_configured_minimum(spark, copy, capsys):
-    from deepseg.tables import read_table
+    from deepseg.pipeline.tables import read_table
 
     sizes = {r.segment: r["count"] for r in
              read_table(spark, copy(), "survey_segments").groupBy("segment").count().collect()}
@@ -318,7 +317,7 @@ def test_segment_below_the_configured_minimum(spark, copy, capsys):
 def test_zero_unlabelled_users(spark, copy):
     from pyspark.sql import functions as F
 
-    from deepseg.tables import read_table
+    from deepseg.pipeline.tables import read_table
 
     cfg = copy()
     everyone = read_table(spark, cfg, "features").select(
@@ -331,7 +330,7 @@ def test_zero_unlabelled_users(spark, copy):
 @pytest.mark.parametrize("stage, table", [("features", "users"), ("features", "events"),
                                           ("survey", "survey_responses"), ("train", "survey_segments")])
 def test_empty_table(spark, copy, stage, table):
-    from deepseg.tables import read_table
+    from deepseg.pipeline.tables import read_table
 
     cfg = copy()
     _rewrite(spark, cfg, table, read_table(spark, cfg, table).limit(0))
@@ -409,7 +408,7 @@ def test_tampered_model_weights_are_refused_without_running_them(spark, copy, tm
 # ------------------------------------------------------------------ logs
 def test_logs_hold_no_feature_values_or_secrets(spark, copy, caplog):
     from deepseg.pipeline import features_job, score_job
-    from deepseg.tables import read_table
+    from deepseg.pipeline.tables import read_table
 
     secret = "s3cr3t-Access-Key-9f8e7d"
     cfg = copy(spark={"conf": {"spark.hadoop.fs.s3a.secret.key": secret}})

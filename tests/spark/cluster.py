@@ -310,8 +310,6 @@ def driver_overrides(master: str, root: str, ui_port: int) -> dict:
     return {
         "spark": {"app_name": "deepseg-cluster-test", "master": master, "conf": driver_conf(ui_port)},
         "data": {"root": root},
-        "generate": {"n_users": 1000, "chunk_size": 1000,
-                     "synthetic": {"survey_fraction": 0.08, "n_segments": 3}},
         "survey": {"invitations": 50, "n_segments": 3, "n_init": 1},
         # one iteration: 12 TSVM tasks (3 classes x 4 calibration fits) keep both executors busy
         "training": {"n_iter": 1, "supervised_epochs": 30, "unlabeled_epochs": 1, "labeled_epochs": 1,
@@ -323,11 +321,12 @@ def prepare(spark, root: str) -> None:
     """The tables train and score read (users, events, survey answers -> features, survey
     segments) under `root`, with any SparkSession: tests make them on their local one."""
     from deepseg.config import load_config
-    from deepseg.demo import generate_tables
+    from deepseg.demo import generate_tables, load_demo_settings
     from deepseg.pipeline import features_job, survey_job
 
     cfg = load_config(REPO / "conf" / "local.yaml", driver_overrides("local[2]", root, 0))
-    generate_tables(spark, cfg)
+    generate_tables(spark, cfg, load_demo_settings(REPO / "conf" / "demo.yaml", {"generate": {
+        "n_users": 1000, "chunk_size": 1000, "synthetic": {"survey_fraction": 0.08, "n_segments": 3}}}))
     features_job(spark, cfg)
     survey_job(spark, cfg)
 
