@@ -87,7 +87,9 @@ def aggregate_users(users: "DataFrame", events: "DataFrame", spec: "FeatureSpec"
         F.count(F.lit(1)).alias("n_events"),
         *[F.count(F.when(F.col("_product") == p, 1)).alias(f"n_product_{_slug(p)}") for p in ev.products],
         *[F.count(F.when(F.col("_action") == a, 1)).alias(f"n_action_{_slug(a)}") for a in ev.actions],
-        F.avg(F.log1p(F.greatest("_duration", F.lit(0.0)))).alias("mean_log_duration"),
+        # greatest() skips nulls: test the duration first, so that a bad one is left out of the mean
+        F.avg(F.when(F.col("_duration").isNotNull(), F.log1p(F.greatest("_duration", F.lit(0.0)))))
+        .alias("mean_log_duration"),
         F.max("_day").alias("_last"),
         F.min("_day").alias("_first"),
     )

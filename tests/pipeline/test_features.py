@@ -58,8 +58,6 @@ def test_aggregate_users_counts_durations_and_days(users, events):
         "recency_days": 5.0, "active_span_days": 5.0, "account_age_days": 5.0}
 
 
-@pytest.mark.xfail(strict=True, reason="aggregate_users' docstring says an event with a null, NaN or "
-                   "±inf duration is left out of the mean; greatest(null, 0) = 0 makes it count as 0")
 def test_non_finite_durations_are_left_out_of_the_mean(spark, users):
     from deepseg.pipeline.features import aggregate_users
 
