@@ -8,6 +8,7 @@
     deepseg audiences                    user_segments -> audiences (+ CSV)
     deepseg refresh                      nightly: score new/changed users, retrain on drift/schedule
     deepseg demo      [--users 100000] [--out DIR]   all of the above on local Spark + report.html
+    deepseg params                       the method's parameters (training.* keys): defaults, rules
 
 Exit status: 0 done; 2 bad configuration, missing or invalid input table, incompatible model,
 or a --resume checkpoint from other data or settings (one line on stderr naming the key, table,
@@ -35,9 +36,9 @@ def _spark(cfg):
 
 
 def _generate(spark, cfg, args):
-    from deepseg.demo import generate_tables
+    from deepseg.demo import demo_settings_path, generate_tables, load_demo_settings
 
-    return generate_tables(spark, cfg, args.users)
+    return generate_tables(spark, cfg, load_demo_settings(demo_settings_path(args.conf)), args.users)
 
 
 def _score(spark, cfg, args):
@@ -69,12 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[2:]))
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("params", help="list the method's parameters (YAML training.*, scikit-learn, pyspark.ml)")
     for name in [*STAGES, "demo"]:
         p = sub.add_parser(name)
         p.add_argument("--conf", default="conf/local.yaml",
                        help="environment overlay next to base.yaml (default: %(default)s)")
         if name in ("generate", "demo"):
-            p.add_argument("--users", type=int, default=None, help="number of synthetic users")
+            p.add_argument("--users", type=int, default=None,
+                           help="number of synthetic users (default: generate.n_users of the demo's "
+                                "settings, demo.yaml in the folder of --conf)")
         if name == "score":
             p.add_argument("--all", action="store_true", help="rescore every user")
         if name == "train":
@@ -87,15 +91,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_params() -> str:
+    """One entry per parameter: YAML/scikit-learn name, pyspark.ml name, default, type, doc."""
+    import textwrap
+
+    from deepseg.core.params import PARAMS
+
+    return "\n".join(f"{p.name} ({p.spark_name}): {p.type_doc}, default {p.default!r}\n"
+                     + textwrap.fill(p.doc, 96, initial_indent="    ", subsequent_indent="    ")
+                     for p in PARAMS)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "params":
+        print(describe_params())
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
     from deepseg.config import ConfigError, load_config
     from deepseg.core.checkpoint import CheckpointMismatchError
-    from deepseg.tables import ConcurrentWriteError
-    from deepseg.validate import InputError
+    from deepseg.pipeline.tables import ConcurrentWriteError
+    from deepseg.pipeline.validate import InputError
 
     try:
         if args.command == "demo":

@@ -62,7 +62,6 @@ TABLES = (
     "users",
     "events",
     "survey_responses",
-    "segments_truth",
     "features",
     "survey_invitations",
     "survey_segments",
@@ -94,29 +93,6 @@ class DataSettings:
     @property
     def models_path(self) -> str:
         return str(Path(self.root) / self.models)
-
-
-@dataclasses.dataclass(frozen=True)
-class GenerateSettings:
-    n_users: int
-    chunk_size: int
-    synthetic: Mapping[str, Any]  # SyntheticConfig fields other than n_users
-
-    _constraints: ClassVar[dict] = {"n_users": _POSITIVE_INT, "chunk_size": _POSITIVE_INT,
-                                    "synthetic": [dict]}
-
-    def __post_init__(self):
-        self.synthetic_config()  # validate now
-
-    def synthetic_config(self, n_users: int | None = None):
-        from deepseg.data.synthetic import SyntheticConfig
-
-        fields = [f.name for f in dataclasses.fields(SyntheticConfig) if f.name != "n_users"]
-        _check_keys(self.synthetic, fields, "generate.synthetic")
-        try:
-            return SyntheticConfig(n_users=n_users or self.n_users, **self.synthetic)
-        except ValueError as e:
-            raise ConfigError(f"generate.synthetic: {e}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,7 +294,6 @@ class RefreshSettings:
 class Config:
     spark: SparkSettings
     data: DataSettings
-    generate: GenerateSettings
     features: FeatureSpec
     survey: SurveySettings
     training: TrainingSettings

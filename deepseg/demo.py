@@ -1,24 +1,41 @@
 """The synthetic demo: generate users into Delta, run every stage, check against the truth.
 
-:func:`generate_tables` writes ``users``, ``events``, ``survey_responses`` and
-``segments_truth`` from :mod:`deepseg.data.synthetic`, chunk by chunk (each chunk goes to a
-Parquet staging file; each table is then written to Delta in one commit). :func:`evaluate`
-scores the segments against the generator's ground truth: survey clusters are matched to the
-true segments with the Hungarian method (on the respondents), and that matching maps every
-predicted segment to a true one. :func:`run_demo` chains it all and writes ``report.html``.
+The demo's own settings live in ``conf/demo.yaml`` (next to the environment overlay, read by
+:func:`load_demo_settings` into :class:`GenerateSettings`), not in the deployment's configuration
+(:class:`~deepseg.config.Config`, ``conf/base.yaml``): a production deployment never sees them.
+
+:func:`generate_tables` writes ``users``, ``events`` and ``survey_responses`` (the tables of
+``data.tables``) and the generator's ground truth (``generate.truth_table``, under ``data.root``)
+from :mod:`deepseg.data.synthetic`, chunk by chunk (each chunk goes to a Parquet staging file;
+each table is then written to Delta in one commit). :func:`evaluate` scores the segments against
+the ground truth: survey clusters are matched to the true segments with the Hungarian method (on
+the respondents), and that matching maps every predicted segment to a true one.
+:func:`run_demo` chains it all and writes ``report.html``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from deepseg.config import Config, load_config
+from deepseg.config import (
+    Config,
+    ConfigError,
+    _POSITIVE_INT,
+    _build,
+    _check_identifier,
+    _check_keys,
+    _read_yaml,
+    load_config,
+    merge,
+)
 from deepseg.pipeline import (
     TrainedModel,
     audiences_job,
@@ -29,31 +46,91 @@ from deepseg.pipeline import (
     timed,
     train_job,
 )
-from deepseg.tables import read_table, write_table
+from deepseg.pipeline.tables import read_table, table_exists, write_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["evaluate", "generate_tables", "run_demo"]
+__all__ = ["GenerateSettings", "demo_settings_path", "evaluate", "generate_tables", "load_demo_settings",
+           "run_demo"]
 
 log = logging.getLogger("deepseg")
 
-GENERATED = ("users", "events", "survey_responses", "segments_truth")
+#: The generator's tables: the pipeline's inputs (``data.tables``) and the ground truth.
+INPUTS = ("users", "events", "survey_responses")
+TRUTH = "segments_truth"
 
 
-def generate_tables(spark: "SparkSession", cfg: Config, n_users: int | None = None) -> dict[str, str]:
-    """Write the synthetic input tables (one Delta commit each); returns their locations."""
+# ------------------------------------------------------------------ settings
+@dataclasses.dataclass(frozen=True)
+class GenerateSettings:
+    """The ``generate`` section of ``conf/demo.yaml`` (every key documented there)."""
+
+    n_users: int
+    chunk_size: int  # users generated (and held in memory) at a time
+    synthetic: Mapping[str, Any]  # SyntheticConfig fields other than n_users
+    truth_table: str  # Delta table folder of the ground truth (user_id, segment) under data.root
+
+    _constraints: ClassVar[dict] = {"n_users": _POSITIVE_INT, "chunk_size": _POSITIVE_INT,
+                                    "synthetic": [dict], "truth_table": [str]}
+
+    def __post_init__(self):
+        _check_identifier(self.truth_table, "generate.truth_table")
+        self.synthetic_config()  # validate now
+
+    def synthetic_config(self, n_users: int | None = None):
+        """The :class:`~deepseg.data.synthetic.SyntheticConfig` of `n_users` (default ``n_users``)."""
+        from deepseg.data.synthetic import SyntheticConfig
+
+        fields = [f.name for f in dataclasses.fields(SyntheticConfig) if f.name != "n_users"]
+        _check_keys(self.synthetic, fields, "generate.synthetic")
+        try:
+            return SyntheticConfig(n_users=n_users or self.n_users, **self.synthetic)
+        except ValueError as e:
+            raise ConfigError(f"generate.synthetic: {e}") from None
+
+    def truth_path(self, cfg: Config) -> str:
+        """Location of the ground-truth table, beside the pipeline's tables."""
+        return str(Path(cfg.data.root) / self.truth_table)
+
+
+def demo_settings_path(conf: str | Path) -> Path:
+    """``demo.yaml`` in the folder of the environment overlay `conf` (``conf/local.yaml`` ->
+    ``conf/demo.yaml``)."""
+    return Path(conf).parent / "demo.yaml"
+
+
+def load_demo_settings(path: str | Path = "conf/demo.yaml", overrides: Mapping | None = None
+                       ) -> GenerateSettings:
+    """The demo's :class:`GenerateSettings` from `path` (``generate:``) + nested `overrides`.
+
+    A typo or an out-of-range value is a :class:`~deepseg.config.ConfigError` naming the dotted
+    key, as for :func:`~deepseg.config.load_config`.
+    """
+    data = merge(_read_yaml(Path(path)), overrides or {})
+    _check_keys(data, ["generate"], "")
+    if "generate" not in data:
+        raise ConfigError(f"missing key 'generate' ({path} must define it)")
+    return _build(GenerateSettings, data["generate"], "generate.")
+
+
+# ------------------------------------------------------------------ generation
+def generate_tables(spark: "SparkSession", cfg: Config, settings: GenerateSettings,
+                    n_users: int | None = None) -> dict[str, str]:
+    """Write the synthetic input tables and the ground truth (one Delta commit each) for
+    `n_users` users (default ``settings.n_users``); returns their locations."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from deepseg.data.synthetic import iter_user_chunks
 
     run_id = new_run_id()
-    syn = cfg.generate.synthetic_config(n_users)
+    syn = settings.synthetic_config(n_users)
     staging = Path(cfg.data.root) / f"_staging_{run_id}"
+    paths = {**{name: cfg.data.table_path(name) for name in INPUTS}, TRUTH: settings.truth_path(cfg)}
     try:
-        for i, chunk in enumerate(iter_user_chunks(chunk_size=cfg.generate.chunk_size, config=syn)):
-            for name in GENERATED:
+        for i, chunk in enumerate(iter_user_chunks(chunk_size=settings.chunk_size, config=syn)):
+            for name in paths:
                 table = pa.Table.from_pandas(chunk[name], preserve_index=False)
                 for j, f in enumerate(table.schema):  # day-resolution timestamps -> DATE
                     if pa.types.is_timestamp(f.type):
@@ -61,10 +138,8 @@ def generate_tables(spark: "SparkSession", cfg: Config, n_users: int | None = No
                 (staging / name).mkdir(parents=True, exist_ok=True)
                 pq.write_table(table, staging / name / f"part-{i:05d}.parquet")
             log.info("generate: chunk %d (%d users)", i, len(chunk["users"]))
-        paths = {}
-        for name in GENERATED:
-            paths[name] = cfg.data.table_path(name)
-            write_table(spark.read.parquet(str(staging / name)), paths[name],
+        for name, path in paths.items():
+            write_table(spark.read.parquet(str(staging / name)), path,
                         {"job": "generate", "run_id": run_id, "n_users": syn.n_users, "seed": syn.seed})
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -95,14 +170,25 @@ def _accuracy(confusion: np.ndarray, mapping: dict[int, int]) -> float:
     return float(hits / max(confusion.sum(), 1))
 
 
-def evaluate(spark: "SparkSession", cfg: Config, trained: TrainedModel) -> dict:
+def _truth(spark: "SparkSession", cfg: Config, settings: GenerateSettings) -> "DataFrame":
+    """``user_id, true``: the generator's ground truth."""
+    from pyspark.sql import functions as F
+
+    path = settings.truth_path(cfg)
+    if not table_exists(spark, path):
+        raise FileNotFoundError(f"ground truth table ({settings.truth_table}) not found at {path}: "
+                                f"run `deepseg generate` first")
+    return spark.read.format("delta").load(path).select("user_id", F.col("segment").alias("true"))
+
+
+def evaluate(spark: "SparkSession", cfg: Config, trained: TrainedModel, settings: GenerateSettings) -> dict:
     """Accuracy of the survey clusters, of deepseg and of its supervised start vs the truth."""
     from pyspark.sql import functions as F
 
     from deepseg.core.pseudo import EMAEnsemble
-    from deepseg.spark.backend import score_dataframe
+    from deepseg.spark.scoring import score_dataframe
 
-    truth = read_table(spark, cfg, "segments_truth").select("user_id", F.col("segment").alias("true"))
+    truth = _truth(spark, cfg, settings)
     survey = read_table(spark, cfg, "survey_segments").select("user_id", F.col("segment").alias("survey"))
     survey_conf = _confusion(survey.join(truth, "user_id"), "survey", "true")
     mapping = matching(survey_conf)
@@ -124,14 +210,14 @@ def evaluate(spark: "SparkSession", cfg: Config, trained: TrainedModel) -> dict:
 
 
 # ------------------------------------------------------------------ report data
-def _report_data(spark: "SparkSession", cfg: Config, trained: TrainedModel, mapping: dict[int, int],
-                 sample_size: int = 2000) -> dict:
+def _report_data(spark: "SparkSession", cfg: Config, trained: TrainedModel, settings: GenerateSettings,
+                 mapping: dict[int, int], sample_size: int = 2000) -> dict:
     """Small, driver-side data for the report's plots (aggregates and a sample)."""
     from pyspark.sql import functions as F
 
-    from deepseg.spark.backend import score_dataframe
+    from deepseg.spark.scoring import score_dataframe
 
-    truth = read_table(spark, cfg, "segments_truth").select("user_id", F.col("segment").alias("true"))
+    truth = _truth(spark, cfg, settings)
     segments = read_table(spark, cfg, "user_segments")
     survey = read_table(spark, cfg, "survey_segments").select("user_id", F.col("segment").alias("survey"))
     n_users = segments.count()
@@ -171,17 +257,17 @@ def _report_data(spark: "SparkSession", cfg: Config, trained: TrainedModel, mapp
 # ------------------------------------------------------------------ demo
 def run_demo(n_users: int | None = None, out: str | None = None, conf: str = "conf/local.yaml",
              overrides: dict | None = None, report: bool = True) -> dict:
-    """Generate `n_users` synthetic users under `out`, run every stage, evaluate, report."""
-    from deepseg.config import merge
+    """Generate `n_users` synthetic users under `out`, run every stage, evaluate, report.
+
+    `conf` is the environment overlay (with `overrides` on top); the demo's settings come from
+    ``demo.yaml`` in its folder.
+    """
     from deepseg.report import write_report
     from deepseg.spark.session import get_spark
 
-    extra = {}
-    if out is not None:
-        extra["data"] = {"root": str(out)}
-    if n_users is not None:
-        extra["generate"] = {"n_users": int(n_users)}
-    cfg = load_config(conf, merge(extra, overrides or {}))
+    cfg = load_config(conf, merge({"data": {"root": str(out)}} if out is not None else {}, overrides or {}))
+    settings = load_demo_settings(demo_settings_path(conf),
+                                  {"generate": {"n_users": int(n_users)}} if n_users is not None else None)
     if report and importlib.util.find_spec("matplotlib") is None:
         log.warning("demo: no report.html: matplotlib is not installed (pip install 'deepseg[report]')")
         report = False
@@ -190,7 +276,7 @@ def run_demo(n_users: int | None = None, out: str | None = None, conf: str = "co
         with timed("spark session", seconds):
             spark = get_spark(cfg.spark.app_name, cfg.spark.master, dict(cfg.spark.conf))
         with timed("generate", seconds):
-            tables = generate_tables(spark, cfg)
+            tables = generate_tables(spark, cfg, settings)
         with timed("features", seconds):
             features_job(spark, cfg)
         with timed("survey", seconds):
@@ -202,11 +288,11 @@ def run_demo(n_users: int | None = None, out: str | None = None, conf: str = "co
         with timed("audiences", seconds):
             audiences = audiences_job(spark, cfg)
         with timed("evaluate", seconds):
-            metrics = evaluate(spark, cfg, trained)
+            metrics = evaluate(spark, cfg, trained, settings)
         report_path = None
         if report:
             with timed("report", seconds):
-                data = _report_data(spark, cfg, trained, metrics["mapping"])
+                data = _report_data(spark, cfg, trained, settings, metrics["mapping"])
                 report_path = str(Path(cfg.data.root) / "report.html")
     summary = {
         "root": str(Path(cfg.data.root).resolve()),
@@ -215,7 +301,7 @@ def run_demo(n_users: int | None = None, out: str | None = None, conf: str = "co
                                  "audiences")}},
         "model_version": trained.version,
         "model_dir": trained.path,
-        "n_users": cfg.generate.n_users,
+        "n_users": settings.n_users,
         "survey": {"method": survey.method, "n_segments": survey.n_segments, "criterion": survey.criterion,
                    "scores": survey.scores, "sizes": survey.sizes},
         "scored": scored["scored"],

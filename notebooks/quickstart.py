@@ -10,52 +10,19 @@
 
 # COMMAND ----------
 
-import argparse
-import logging
 import os
 import sys
-from pathlib import Path
 
+sys.path.append(os.path.dirname(os.getcwd()))  # the checkout, for Databricks Repos before DBR 11
 
-def repo_root() -> Path:
-    """The checkout holding conf/base.yaml (notebooks run with their own folder as cwd)."""
-    here = Path.cwd()
-    return next((p for p in (here, *here.parents) if (p / "conf" / "base.yaml").is_file()), here)
-
-
-sys.path.insert(0, str(repo_root()))  # Databricks Repos: import deepseg from the checkout
-
-_local = argparse.ArgumentParser()
-for _name in ("users", "conf", "root"):
-    _local.add_argument(f"--{_name}")
-_local_args = vars(_local.parse_known_args()[0])
-
-
-def param(name: str, default: str) -> str:
-    """A Databricks widget when dbutils exists, else --name, else $DEEPSEG_<NAME>, else default."""
-    try:
-        dbutils.widgets.text(name, default)  # noqa: F821 - provided by Databricks
-        return dbutils.widgets.get(name)  # noqa: F821
-    except NameError:
-        return _local_args.get(name) or os.environ.get(f"DEEPSEG_{name.upper()}", default)
-
-
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-logging.getLogger("py4j").setLevel(logging.WARNING)
-
-# COMMAND ----------
-
-from deepseg.config import load_config  # noqa: E402
-from deepseg.demo import evaluate, generate_tables  # noqa: E402
+from deepseg.demo import demo_settings_path, evaluate, generate_tables, load_demo_settings  # noqa: E402
+from deepseg.notebook import notebook_params, notebook_session, repo_root  # noqa: E402
 from deepseg.pipeline import audiences_job, features_job, score_job, survey_job, train_job  # noqa: E402
-from deepseg.spark.session import get_spark  # noqa: E402
 
-default_conf = "conf/databricks.yaml" if "DATABRICKS_RUNTIME_VERSION" in os.environ else "conf/local.yaml"
-conf_path = repo_root() / param("conf", default_conf)
-users = int(param("users", "20000"))
-root = param("root", "")
-cfg = load_config(conf_path, {"data": {"root": root}} if root else None)
-spark = get_spark(cfg.spark.app_name, cfg.spark.master, dict(cfg.spark.conf))
+params = notebook_params({"users": "20000"}, dbutils=globals().get("dbutils"))
+cfg, spark = notebook_session(params)
+users = int(params["users"])
+settings = load_demo_settings(demo_settings_path(repo_root() / params["conf"]))
 print(f"{users} synthetic users under {cfg.data.root} ({', '.join(cfg.sources)})")
 
 # COMMAND ----------
@@ -64,7 +31,7 @@ print(f"{users} synthetic users under {cfg.data.root} ({', '.join(cfg.sources)})
 
 # COMMAND ----------
 
-tables = generate_tables(spark, cfg, users)
+tables = generate_tables(spark, cfg, settings, users)
 tables
 
 # COMMAND ----------
@@ -95,6 +62,6 @@ print(audiences_job(spark, cfg))
 
 # COMMAND ----------
 
-metrics = evaluate(spark, cfg, trained)
+metrics = evaluate(spark, cfg, trained, settings)
 for key in ("survey_accuracy", "deepseg_accuracy", "supervised_accuracy"):
     print(f"{key:<22} {metrics[key]:.3f}")

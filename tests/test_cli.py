@@ -7,8 +7,8 @@ import pytest
 from deepseg import cli
 from deepseg.config import ConfigError
 from deepseg.core.checkpoint import CheckpointMismatchError
-from deepseg.tables import ConcurrentWriteError
-from deepseg.validate import InputError
+from deepseg.pipeline.tables import ConcurrentWriteError
+from deepseg.pipeline.validate import InputError
 
 LOCAL = str(Path(__file__).resolve().parents[1] / "conf" / "local.yaml")
 

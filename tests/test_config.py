@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from deepseg.config import ConfigError, config_to_dict, load_config
+from deepseg.config import ConfigError, load_config
 from deepseg.core.loop import DeepSegConfig
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -43,8 +43,6 @@ def test_yaml_exponent_floats_are_floats(tmp_path):
     ({"training": {"n_iters": 3}}, "unknown key 'training.n_iters' (did you mean 'training.n_iter'?)"),
     ({"audience": {}}, "unknown key 'audience' (did you mean 'audiences'?)"),
     ({"data": {"tables": {"user": "u"}}}, "unknown key 'data.tables.user' (did you mean 'data.tables.users'?)"),
-    ({"generate": {"synthetic": {"n_segment": 4}}},
-     "unknown key 'generate.synthetic.n_segment' (did you mean 'generate.synthetic.n_segments'?)"),
 ])
 def test_unknown_key_suggests_the_closest(overrides, message):
     with pytest.raises(ConfigError) as e:
@@ -85,7 +83,6 @@ def test_out_of_range_names_key_and_value(overrides, key, value):
     ({"survey": {"k_range": [5, 3]}}, "survey.k_range"),
     ({"survey": {"strata": None}}, "survey.strata is null"),
     ({"audiences": {"top_k": None, "threshold": None}}, "audiences: set top_k, threshold or both"),
-    ({"generate": {"synthetic": {"noise": -1.0}}}, "generate.synthetic: noise"),
 ])
 def test_cross_field_checks(overrides, match):
     with pytest.raises(ConfigError, match=match):
@@ -109,7 +106,7 @@ def test_config_is_frozen_and_round_trips(tmp_path):
         cfg.survey.method = "gmm"
     with pytest.raises(TypeError):
         cfg.data.tables["users"] = "x"
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(config_to_dict(cfg)))
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(cfg.as_dict()))
     again = load_config(tmp_path / "base.yaml")
     assert dataclasses.replace(again, sources=cfg.sources) == cfg
 
@@ -122,7 +119,7 @@ def test_validation_keys_defaults_and_round_trip():
     again = load_config(CONF / "local.yaml", {"features": {"non_finite": "reject"},
                                               "training": {"min_labelled_per_segment": 20}})
     assert (again.features.non_finite, again.training.min_labelled_per_segment) == ("reject", 20)
-    assert config_to_dict(again)["training"]["min_labelled_per_segment"] == 20
+    assert again.as_dict()["training"]["min_labelled_per_segment"] == 20
     assert "min_labelled_per_segment" not in again.training.params  # not a classifier parameter
 
 
@@ -181,7 +178,7 @@ def test_paths_from_the_configuration_stay_inside_data_root(overrides, match):
 def test_event_values_reach_sql_only_as_slugs():
     """Event product/action values are data, not identifiers: they are compared as literals and
     name columns only through a slug of word characters, so quotes cannot reach SQL."""
-    from deepseg.features import _numeric_sql
+    from deepseg.pipeline.features import _numeric_sql
 
     cfg = load_config(CONF / "local.yaml", {"features": {"events": {"products": ["a`b; DROP TABLE x", "ok"]}}})
     sql = " ".join(expr for _, expr in _numeric_sql(cfg.features))
@@ -191,9 +188,9 @@ def test_event_values_reach_sql_only_as_slugs():
 
 
 def test_model_directory_config_masks_secret_spark_settings():
-    from deepseg.pipeline import redacted
+    from deepseg.pipeline.model_store import redacted
 
     cfg = load_config(CONF / "local.yaml", {"spark": {"conf": {"spark.hadoop.fs.azure.account.key.acct": "s3cr3t",
                                                    "spark.sql.shuffle.partitions": "4"}}})
-    conf = redacted(config_to_dict(cfg))["spark"]["conf"]
+    conf = redacted(cfg.as_dict())["spark"]["conf"]
     assert conf == {"spark.hadoop.fs.azure.account.key.acct": "<redacted>", "spark.sql.shuffle.partitions": "4"}

@@ -20,9 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 N_USERS = 1500
 
-#: Small, fast settings (the notebooks read them through their --conf parameter).
+#: Small, fast settings (the notebooks read them through their --conf parameter; quickstart reads
+#: the demo's from demo.yaml beside it).
+DEMO = {"generate": {"chunk_size": N_USERS, "synthetic": {"survey_fraction": 0.1}}}
 SMALL = {
-    "generate": {"chunk_size": N_USERS, "synthetic": {"survey_fraction": 0.1}},
     "survey": {"invitations": 50, "n_segments": 5, "n_init": 1},
     "training": {"n_iter": 1, "supervised_epochs": 30, "unlabeled_epochs": 1, "labeled_epochs": 1,
                  "tsvm_sample_size": 1000},
@@ -49,11 +50,13 @@ def spark():
 
 @pytest.fixture(scope="module")
 def conf(tmp_path_factory) -> Path:
-    """``base.yaml`` + a small ``local.yaml`` in a tmp folder (load_config reads both)."""
+    """``base.yaml`` + a small ``local.yaml`` and ``demo.yaml`` in a tmp folder (load_config reads
+    the first two, load_demo_settings the third)."""
     folder = tmp_path_factory.mktemp("notebook-conf")
     shutil.copy(REPO / "conf" / "base.yaml", folder / "base.yaml")
-    local = merge(yaml.safe_load((REPO / "conf" / "local.yaml").read_text()), SMALL)
-    (folder / "local.yaml").write_text(yaml.safe_dump(local))
+    for name, overrides in (("local.yaml", SMALL), ("demo.yaml", DEMO)):
+        data = merge(yaml.safe_load((REPO / "conf" / name).read_text()), overrides)
+        (folder / name).write_text(yaml.safe_dump(data))
     return folder / "local.yaml"
 
 

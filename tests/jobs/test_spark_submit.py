@@ -26,8 +26,8 @@ SPARK_SUBMIT = VENV_BIN / "spark-submit"
 N_USERS = 1500
 
 #: Tiny data and training: only the mechanics of each job are under test here.
+DEMO = {"generate": {"n_users": N_USERS, "chunk_size": N_USERS, "synthetic": {"survey_fraction": 0.1}}}
 SMALL = {
-    "generate": {"n_users": N_USERS, "chunk_size": N_USERS, "synthetic": {"survey_fraction": 0.1}},
     "survey": {"invitations": 50, "n_segments": 5, "n_init": 1},
     "training": {"n_iter": 1, "supervised_epochs": 30, "unlabeled_epochs": 1, "labeled_epochs": 1,
                  "tsvm_sample_size": 1000},
@@ -75,13 +75,15 @@ def delta_rows(table: Path) -> int:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """A folder with ``conf/{base,local}.yaml`` (small settings) and generated input tables."""
+    """A folder with ``conf/{base,local,demo}.yaml`` (small settings) and generated input tables."""
     work = tmp_path_factory.mktemp("spark-submit")
     (work / "conf").mkdir()
     shutil.copy(REPO / "conf" / "base.yaml", work / "conf" / "base.yaml")
     local = merge(yaml.safe_load((REPO / "conf" / "local.yaml").read_text()),
                   {**SMALL, "data": {"root": str(work / "data")}})
     (work / "conf" / "local.yaml").write_text(yaml.safe_dump(local))
+    demo = merge(yaml.safe_load((REPO / "conf" / "demo.yaml").read_text()), DEMO)
+    (work / "conf" / "demo.yaml").write_text(yaml.safe_dump(demo))  # `deepseg generate` reads it
     tables = run([VENV_BIN / "deepseg", "generate", "--conf", work / "conf" / "local.yaml"], cwd=work)
     assert delta_rows(Path(tables["users"])) == N_USERS
     return work
