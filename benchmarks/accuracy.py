@@ -29,7 +29,7 @@ from multiprocessing import get_context
 
 import numpy as np
 
-from benchmarks.datasets import DATASETS, labelled_mask
+from benchmarks.datasets import DATASETS, labeled_mask
 from benchmarks.metrics import expected_calibration_error, score  # noqa: F401  (re-exported)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,7 +112,7 @@ def run_one(dataset: str, method: str, seed: int) -> dict:
     from deepseg.core.train import predict_proba
 
     X, y, per_class = DATASETS[dataset]()
-    lab = labelled_mask(y, per_class, seed)
+    lab = labeled_mask(y, per_class, seed)
     est = _methods()[method](seed)
     _warm_up()
     t = time.perf_counter()
@@ -246,7 +246,7 @@ def report(summary: dict, meta: dict, path: str, plot_path: str | None) -> None:
         "",
         "## Protocol",
         "",
-        "Each seed draws the labelled points per class (stratified, `benchmarks.datasets.labelled_mask`); all "
+        "Each seed draws the labelled points per class (stratified, `benchmarks.datasets.labeled_mask`); all "
         "other points are unlabelled (`y == -1`) and every metric is computed on them. Features are "
         "standardised with a `StandardScaler` fitted on all points (legitimate transductively). Accuracy, "
         "macro-F1, log-loss and the expected calibration error (ECE: 15 equal-width bins of the largest "

@@ -43,7 +43,7 @@ DATASETS = {
 }
 
 
-def labelled_mask(y: np.ndarray, per_class: int | float, seed: int) -> np.ndarray:
+def labeled_mask(y: np.ndarray, per_class: int | float, seed: int) -> np.ndarray:
     """Stratified draw of `per_class` labelled points per class; a float in (0, 1) is a fraction of
     each class instead (proportional stratification, as a uniform survey gives on average)."""
     rng = np.random.default_rng(seed)

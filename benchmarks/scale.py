@@ -180,7 +180,7 @@ class MemorySampler:
 # Data
 
 
-def write_users(spark, path: Path, n_users: int, seed: int = 0, labelled_fraction: float = 0.01,
+def write_users(spark, path: Path, n_users: int, seed: int = 0, labeled_fraction: float = 0.01,
                 chunk_size: int = 262_144, row_group_rows: int = 16_384) -> dict:
     """N users into a Delta table at `path`: user_id, features array<float>[64], label (null for
     the unlabelled), segment_true. Chunked Parquet writes (pyarrow), then an in-place conversion
@@ -198,8 +198,8 @@ def write_users(spark, path: Path, n_users: int, seed: int = 0, labelled_fractio
     t = time.perf_counter()
     for i, (X, segment) in enumerate(chunks):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7, i)))
-        labelled = rng.random(len(X)) < labelled_fraction
-        label = pa.array(segment.astype(np.int32), mask=~labelled)
+        labeled = rng.random(len(X)) < labeled_fraction
+        label = pa.array(segment.astype(np.int32), mask=~labeled)
         table = pa.table({"user_id": pa.array(np.arange(start, start + len(X), dtype=np.int64)),
                           "features": arrow_list(X), "label": label,
                           "segment_true": pa.array(segment.astype(np.int32))})
@@ -325,7 +325,7 @@ def torch_floors(n_rows: int = 262_144, train_rows: int = 65_536, n_iter: int = 
     return out
 
 
-def tsvm_vs_linearsvc(n_rows: int = 1_000_000, labelled_per_class: int = 50) -> dict:
+def tsvm_vs_linearsvc(n_rows: int = 1_000_000, labeled_per_class: int = 50) -> dict:
     """OvR TSVM (our fit, in-process, as one driver would) vs sklearn's supervised LinearSVC
     (OvR, all labels) on the same n_rows × 32 embedding-like rows, 5 classes."""
     import warnings
@@ -339,7 +339,7 @@ def tsvm_vs_linearsvc(n_rows: int = 1_000_000, labelled_per_class: int = 50) -> 
     Z, y = embedded_users(n_rows)
     lab = np.zeros(n_rows, bool)
     for k in range(N_SEGMENTS):
-        lab[np.flatnonzero(y == k)[:labelled_per_class]] = True
+        lab[np.flatnonzero(y == k)[:labeled_per_class]] = True
     load = load_average()
     t = time.perf_counter()
     model = fit_ovr_tsvm(Z[lab], y[lab], Z[~lab], N_SEGMENTS)
@@ -389,8 +389,8 @@ def run_one(n_users: int, args) -> dict:
     scores = DATA / f"scores_{n_users}"
     with MemorySampler(jvm) as mem:
         t = time.perf_counter()
-        fraction = args.survey_size / n_users if args.survey_size else args.labelled
-        gen = write_users(spark, table, n_users, seed=args.seed, labelled_fraction=fraction)
+        fraction = args.survey_size / n_users if args.survey_size else args.labeled
+        gen = write_users(spark, table, n_users, seed=args.seed, labeled_fraction=fraction)
         res["features"] = {"seconds": time.perf_counter() - t, **gen}
         say("N=%d: features table written in %.1fs", n_users, res["features"]["seconds"])
 
@@ -469,7 +469,7 @@ def stages(r: dict) -> list[dict]:
     sample = min(r["tsvm_sample_size"] or n_u, n_u)
     pl_s = sum(x["pseudo_label_s"] for x in h)
     streamed = sum(x["streamed_rows"] for x in h)
-    unl_s = sum(x["unlabelled_epochs_s"] for x in h)
+    unl_s = sum(x["unlabeled_epochs_s"] for x in h)
     wait_s = sum(x["stream_wait_s"] for x in h)
     lab_s = sum(x["retrain_s"] for x in h) - pl_s - unl_s  # labelled epochs (and bookkeeping)
     embed_s, tsvm_s = sum(x["embed_s"] for x in h), sum(x["tsvm_s"] for x in h)
@@ -759,7 +759,7 @@ def main(argv=None):
         part.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "benchmarks.scale", "--one", str(n), "--out", str(part),
                "--iterations", str(args.iterations), "--tsvm-sample", str(args.tsvm_sample),
-               "--labelled", str(args.labelled), "--unlabeled-batch", str(args.unlabeled_batch),
+               "--labelled", str(args.labeled), "--unlabeled-batch", str(args.unlabeled_batch),
                *(["--survey-size", str(args.survey_size)] if args.survey_size else []),
                "--arrow-batch", str(args.arrow_batch), "--driver-memory", args.driver_memory,
                "--master", args.master, "--seed", str(args.seed)]

@@ -42,7 +42,7 @@ def main(argv=None):
         Z, y = embedded_users(n)
         lab = np.zeros(n, bool)
         for k in range(5):
-            lab[np.flatnonzero(y == k)[: args.labelled_per_class]] = True
+            lab[np.flatnonzero(y == k)[: args.labeled_per_class]] = True
         t = time.perf_counter()
         model = fit_ovr_tsvm(Z[lab], y[lab], Z[~lab], 5)
         secs = time.perf_counter() - t

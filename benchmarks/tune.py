@@ -31,7 +31,7 @@ from multiprocessing import get_context
 
 import numpy as np
 
-from benchmarks.datasets import DATASETS, labelled_mask
+from benchmarks.datasets import DATASETS, labeled_mask
 from deepseg import PATENT_PARAMS, DeepSegmentationClassifier
 
 GRID = {
@@ -53,12 +53,12 @@ GRID = {
 }
 
 
-def label_folds(y: np.ndarray, labelled: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+def label_folds(y: np.ndarray, labeled: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     """Fold number (0..n_folds-1) of each labelled point, stratified by class; -1 elsewhere."""
     rng = np.random.default_rng(seed + 7)
     folds = np.full(len(y), -1)
-    for k in np.unique(y[labelled]):
-        idx = rng.permutation(np.flatnonzero(labelled & (y == k)))
+    for k in np.unique(y[labeled]):
+        idx = rng.permutation(np.flatnonzero(labeled & (y == k)))
         folds[idx] = np.arange(len(idx)) % n_folds
     return folds
 
@@ -74,7 +74,7 @@ def make_estimator(params: dict, seed: int):
 def validation_hits(params: dict, dataset: str, seed: int, n_folds: int) -> tuple[int, int]:
     """(correct, validated) over the labelled points of one seed, each hidden once."""
     X, y, per_class = DATASETS[dataset]()
-    lab = labelled_mask(y, per_class, seed)
+    lab = labeled_mask(y, per_class, seed)
     folds = label_folds(y, lab, n_folds, seed)
     correct = 0
     for fold in range(n_folds):

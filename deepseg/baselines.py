@@ -31,10 +31,11 @@ from deepseg.classifier import DeepSegmentationClassifier
 from deepseg.core.embed import NetConfig, SegmentationNet, smooth_labels, weighted_cross_entropy
 from deepseg.core.loop import DeepSegConfig
 from deepseg.core.ovr import split_semi_supervised
+from deepseg.core.params import keyword_init
 from deepseg.core.pseudo import frozen_copy
 from deepseg.core.train import (
     TrainConfig, embed, make_optimizer, predict_proba, set_learning_rate, shuffled_batches,
-    torch_threads, train_epochs, train_labelled,
+    torch_threads, train_epochs, train_labeled,
 )
 
 
@@ -58,26 +59,26 @@ class _PseudoLabelNet(ClassifierMixin, BaseEstimator):
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         X, y = validate_data(self, X, y, dtype=np.float32, ensure_min_samples=2)
-        labelled, self.classes_, y_idx = split_semi_supervised(y)
+        labeled, self.classes_, y_idx = split_semi_supervised(y)
         c, tc = len(self.classes_), TrainConfig()
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        X_l, H = X[labelled], smooth_labels(y_idx, c, DeepSegConfig().label_smoothing)
+        X_l, H = X[labeled], smooth_labels(y_idx, c, DeepSegConfig().label_smoothing)
         self.history_ = []
         with torch_threads(tc.num_threads):
             torch.manual_seed(seed)
             net = SegmentationNet(X.shape[1], c, NetConfig())
             optimizer = make_optimizer(net, tc.learning_rate)
-            train_labelled(net, optimizer, X_l, H, self.supervised_epochs, tc.batch_size, seed)
+            train_labeled(net, optimizer, X_l, H, self.supervised_epochs, tc.batch_size, seed)
             set_learning_rate(optimizer, tc.learning_rate * tc.retrain_lr_factor)
             for r in range(1, self.n_rounds + 1):
-                X_t, T_t, info = self._targets(net, X, labelled, y_idx, c)
+                X_t, T_t, info = self._targets(net, X, labeled, y_idx, c)
                 batches = lambda e, r=r: shuffled_batches(X_t, T_t, tc.unlabeled_batch_size, seed + 1000 * r + e)
                 train_epochs(net, optimizer, batches, weighted_cross_entropy, self.epochs if len(X_t) else 0)
-                train_labelled(net, optimizer, X_l, H, self.epochs, tc.batch_size, seed + 1000 * r)
+                train_labeled(net, optimizer, X_l, H, self.epochs, tc.batch_size, seed + 1000 * r)
                 self.history_.append({"round": r, **info})
         self.net_, self.n_iter_ = frozen_copy(net), len(self.history_)
         self.transduction_ = self.classes_[np.argmax(predict_proba(self.net_, X), axis=1)]
-        self.transduction_[labelled] = y[labelled]
+        self.transduction_[labeled] = y[labeled]
         return self
 
     def predict_proba(self, X):
@@ -105,15 +106,10 @@ class SelfTrainingNet(_PseudoLabelNet):
     _parameter_constraints = {**_PseudoLabelNet._parameter_constraints,
                               "threshold": [Interval(Real, 0, 1, closed="both")]}
 
-    def __init__(self, *, threshold=0.95, n_rounds=5, epochs=10, supervised_epochs=200, random_state=None):
-        self.threshold = threshold
-        self.n_rounds = n_rounds
-        self.epochs = epochs
-        self.supervised_epochs = supervised_epochs
-        self.random_state = random_state
+    __init__ = keyword_init(dict(threshold=0.95, n_rounds=5, epochs=10, supervised_epochs=200, random_state=None))
 
-    def _targets(self, net, X, labelled, y_idx, c):
-        X_u = X[~labelled]
+    def _targets(self, net, X, labeled, y_idx, c):
+        X_u = X[~labeled]
         P = predict_proba(net, X_u)
         keep = P.max(axis=1) >= self.threshold
         T = np.eye(c, dtype=np.float32)[P[keep].argmax(axis=1)]
@@ -133,7 +129,7 @@ def knn_affinity(V: np.ndarray, n_neighbors: int = 50, gamma: float = 3.0) -> sp
     return W
 
 
-def diffuse(W, labelled_idx, y_idx, n_classes: int, alpha: float = 0.99, max_iter: int = 20) -> np.ndarray:
+def diffuse(W, labeled_idx, y_idx, n_classes: int, alpha: float = 0.99, max_iter: int = 20) -> np.ndarray:
     """Z[:, j] solving (I - α D^-½ W D^-½) z = y_j by conjugate gradient (Zhou et al. 2004 as
     used by Iscen et al.), y_j = indicator of class j's labelled points / their count. Z ≥ 0."""
     d = np.asarray(W.sum(axis=1)).ravel()
@@ -142,7 +138,7 @@ def diffuse(W, labelled_idx, y_idx, n_classes: int, alpha: float = 0.99, max_ite
     Z = np.zeros((W.shape[0], n_classes))
     for j in range(n_classes):
         y = np.zeros(W.shape[0])
-        members = np.asarray(labelled_idx)[np.asarray(y_idx) == j]
+        members = np.asarray(labeled_idx)[np.asarray(y_idx) == j]
         y[members] = 1.0 / max(len(members), 1)
         Z[:, j] = cg(A, y, rtol=1e-6, maxiter=max_iter)[0]
     return np.clip(Z, 0.0, None)
@@ -170,28 +166,20 @@ class DeepLabelPropagation(_PseudoLabelNet):
         "max_iter": [Interval(Integral, 1, None, closed="left")],
     }
 
-    def __init__(self, *, n_neighbors=50, gamma=3.0, alpha=0.99, max_iter=20, n_rounds=5, epochs=10,
-                 supervised_epochs=200, random_state=None):
-        self.n_neighbors = n_neighbors
-        self.gamma = gamma
-        self.alpha = alpha
-        self.max_iter = max_iter
-        self.n_rounds = n_rounds
-        self.epochs = epochs
-        self.supervised_epochs = supervised_epochs
-        self.random_state = random_state
+    __init__ = keyword_init(dict(n_neighbors=50, gamma=3.0, alpha=0.99, max_iter=20, n_rounds=5, epochs=10,
+                                 supervised_epochs=200, random_state=None))
 
-    def _targets(self, net, X, labelled, y_idx, c):
+    def _targets(self, net, X, labeled, y_idx, c):
         W = knn_affinity(embed(net, X), self.n_neighbors, self.gamma)
-        Z = diffuse(W, np.flatnonzero(labelled), y_idx, c, self.alpha, self.max_iter)
+        Z = diffuse(W, np.flatnonzero(labeled), y_idx, c, self.alpha, self.max_iter)
         s = Z.sum(axis=1, keepdims=True)
         P = np.where(s > 0, Z / np.where(s > 0, s, 1.0), 1.0 / c)  # unreached points: uniform, weight 0
         w = 1.0 - entr(P).sum(axis=1) / np.log(c)
         w = w / max(w.max(), 1e-12)
         labels = P.argmax(axis=1)
-        labels[labelled], w[labelled] = y_idx, 1.0
+        labels[labeled], w[labeled] = y_idx, 1.0
         counts = np.bincount(labels, minlength=c)
         zeta = len(X) / c / np.maximum(counts, 1)
         T = np.eye(c, dtype=np.float32)[labels] * (w * zeta[labels])[:, None].astype(np.float32)
-        mean_weight = float(w[~labelled].mean()) if (~labelled).any() else float("nan")
+        mean_weight = float(w[~labeled].mean()) if (~labeled).any() else float("nan")
         return X, T, {"mean_weight": mean_weight, "class_counts": counts.tolist()}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-import inspect
 import warnings
 
 import numpy as np
@@ -14,15 +12,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from deepseg.core._local import LocalBackend
 from deepseg.core.loop import DeepSegConfig, fit_deep_segmentation
 from deepseg.core.ovr import split_semi_supervised
-from deepseg.core.params import PARAMS, PATENT_PARAMS, numpydoc
+from deepseg.core.params import PARAMS, PATENT_PARAMS, keyword_init, numpydoc
 
 __all__ = ["DeepSegmentationClassifier", "PATENT_PARAMS"]
-
-_SIGNATURE = inspect.Signature(
-    [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    + [inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=p.default) for p in PARAMS]
-    + [inspect.Parameter("random_state", inspect.Parameter.KEYWORD_ONLY, default=None)])
-
 
 class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimator):
     __doc__ = """Deep Segmentation (deep low-density separation) for semi-supervised classification.
@@ -76,20 +68,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
     _parameter_constraints: dict = {p.name: list(p.constraints) for p in PARAMS} | {
         "random_state": ["random_state"]}
 
-    def __init__(self, **params):
-        # scikit-learn reads the parameters from __signature__ (one per PARAMS entry) and needs
-        # __init__ to store them unchanged.
-        unknown = [k for k in params if k not in _SIGNATURE.parameters or k == "self"]
-        if unknown:
-            close = difflib.get_close_matches(unknown[0], list(_SIGNATURE.parameters)[1:], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise TypeError(f"{type(self).__name__} got an unexpected parameter {unknown[0]!r}{hint}")
-        bound = _SIGNATURE.bind(self, **params)
-        bound.apply_defaults()
-        for name, value in list(bound.arguments.items())[1:]:
-            setattr(self, name, value)
-
-    __init__.__signature__ = _SIGNATURE
+    __init__ = keyword_init({**{p.name: p.default for p in PARAMS}, "random_state": None})
 
     def to_config(self) -> DeepSegConfig:
         """The estimator's parameters as the core's configuration."""
@@ -108,20 +87,20 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         common checks, expect a classifier to fit fully labelled data).
         """
         X, y = validate_data(self, X, y, dtype=np.float32, ensure_min_samples=2)
-        labelled, self.classes_, y_idx = split_semi_supervised(y)
-        if labelled.all():
+        labeled, self.classes_, y_idx = split_semi_supervised(y)
+        if labeled.all():
             warnings.warn(f"{type(self).__name__}: y has no unlabelled point (y == -1), so nothing is "
                           f"learnt from unlabelled data: the supervised network, retrained on the "
                           f"{len(y)} labelled points", UserWarning, stacklevel=3)
         config = self.to_config()
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         self.model_ = fit_deep_segmentation(
-            X[labelled], y_idx, LocalBackend(X[~labelled]), len(self.classes_), config, seed
+            X[labeled], y_idx, LocalBackend(X[~labeled]), len(self.classes_), config, seed
         )
         self.history_ = self.model_.history
         self.n_iter_ = len(self.history_)
         self.transduction_ = self.classes_[np.argmax(self.model_.ensemble(X), axis=1)]
-        self.transduction_[labelled] = y[labelled]
+        self.transduction_[labeled] = y[labeled]
         return self
 
     def __sklearn_tags__(self):

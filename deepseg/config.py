@@ -195,16 +195,16 @@ class SurveySettings:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingSettings:
-    """``seed``, ``min_labelled_per_segment`` (the train job refuses a survey with a segment of
+    """``seed``, ``min_labeled_per_segment`` (the train job refuses a survey with a segment of
     fewer labelled users) plus any parameter of :data:`deepseg.core.params.PARAMS` (its default
     otherwise)."""
 
     seed: int
     params: Mapping[str, Any]
-    min_labelled_per_segment: int = 5
+    min_labeled_per_segment: int = 5
 
     #: Keys that are job settings, not parameters of the method.
-    JOB_KEYS: ClassVar[tuple[str, ...]] = ("seed", "min_labelled_per_segment")
+    JOB_KEYS: ClassVar[tuple[str, ...]] = ("seed", "min_labeled_per_segment")
 
     @classmethod
     def from_mapping(cls, data: Mapping, prefix: str) -> "TrainingSettings":
@@ -214,14 +214,14 @@ class TrainingSettings:
         params = {k: v for k, v in data.items() if k not in cls.JOB_KEYS}
         constraints = {f"{prefix}.{p.name}": list(p.constraints) for p in PARAMS if p.name in params}
         constraints[f"{prefix}.seed"] = [Interval(Integral, 0, None, closed="left")]
-        constraints[f"{prefix}.min_labelled_per_segment"] = _POSITIVE_INT
-        minimum = data.get("min_labelled_per_segment", cls.min_labelled_per_segment)
+        constraints[f"{prefix}.min_labeled_per_segment"] = _POSITIVE_INT
+        minimum = data.get("min_labeled_per_segment", cls.min_labeled_per_segment)
         _validate(constraints, {f"{prefix}.{k}": v for k, v in data.items()} | {
-            f"{prefix}.seed": data.get("seed", 0), f"{prefix}.min_labelled_per_segment": minimum})
+            f"{prefix}.seed": data.get("seed", 0), f"{prefix}.min_labeled_per_segment": minimum})
         if "l2" in params:
             params["l2"] = tuple(params["l2"])
         settings = cls(seed=int(data.get("seed", 0)), params=MappingProxyType(params),
-                       min_labelled_per_segment=int(minimum))
+                       min_labeled_per_segment=int(minimum))
         try:
             settings.deepseg_config  # noqa: B018 - checks what the constraints cannot (l2's length)
         except ValueError as e:
@@ -309,7 +309,7 @@ class Config:
 
 def _plain(v):
     if isinstance(v, TrainingSettings):
-        return {"seed": v.seed, "min_labelled_per_segment": v.min_labelled_per_segment, **_plain(v.params)}
+        return {"seed": v.seed, "min_labeled_per_segment": v.min_labeled_per_segment, **_plain(v.params)}
     if dataclasses.is_dataclass(v):
         return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v) if f.name != "sources"}
     if isinstance(v, Mapping):

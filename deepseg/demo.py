@@ -201,11 +201,11 @@ def evaluate(spark: "SparkSession", cfg: Config, trained: TrainedModel, settings
     }
     out = {"mapping": mapping, "survey_accuracy": _accuracy(survey_conf, mapping)}
     for name, pred in predictions.items():
-        labelled = F.col("survey").isNotNull().alias("labelled")
+        labeled = F.col("survey").isNotNull().alias("labelled")
         conf = _confusion(pred.join(truth, "user_id").join(survey, "user_id", "left")
-                          .select("segment", "true", labelled), "segment", "true", split="labelled")
+                          .select("segment", "true", labeled), "segment", "true", split="labelled")
         out[f"{name}_accuracy"] = _accuracy(conf.sum(axis=0), mapping)
-        out[f"{name}_accuracy_unlabelled"] = _accuracy(conf[0], mapping)
+        out[f"{name}_accuracy_unlabeled"] = _accuracy(conf[0], mapping)
     return out
 
 
@@ -329,12 +329,12 @@ def format_summary(summary: dict) -> str:
             f"c={k}: {v:.3f}" for k, v in sorted(s["survey"]["scores"].items())) + ")",
         f"survey segment sizes (respondents): {s['survey']['sizes']}",
         f"scored users: {s['scored']}; audience sizes: {s['audiences']} (CSV: {s['export_dir']})",
-        f"accuracy vs ground truth (clusters matched to true segments, Hungarian):",
+        "accuracy vs ground truth (clusters matched to true segments, Hungarian):",
         f"  survey clusters (respondents)  {s['survey_accuracy']:.3f}",
         f"  deepseg, all users             {s['deepseg_accuracy']:.3f}  "
-        f"(unlabelled users {s['deepseg_accuracy_unlabelled']:.3f})",
+        f"(unlabelled users {s['deepseg_accuracy_unlabeled']:.3f})",
         f"  supervised-only baseline       {s['supervised_accuracy']:.3f}  "
-        f"(unlabelled users {s['supervised_accuracy_unlabelled']:.3f})",
+        f"(unlabelled users {s['supervised_accuracy_unlabeled']:.3f})",
         "seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in s["seconds"].items()),
     ]
     if s.get("report"):

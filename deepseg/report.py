@@ -115,8 +115,8 @@ def write_report(path: str | Path, summary: dict, data: dict) -> str:
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(summary[k]))}</td></tr>"
         for k in ("n_users", "model_version", "survey", "scored", "audiences", "survey_accuracy",
-                  "deepseg_accuracy", "deepseg_accuracy_unlabelled", "supervised_accuracy",
-                  "supervised_accuracy_unlabelled", "seconds", "root")
+                  "deepseg_accuracy", "deepseg_accuracy_unlabeled", "supervised_accuracy",
+                  "supervised_accuracy_unlabeled", "seconds", "root")
         if k in summary)
     plots = "".join(f"<h2>{html.escape(t)}</h2><img src='data:image/png;base64,{_png(f)}'/>" for t, f in figures)
     page = (

@@ -47,14 +47,14 @@ def test_fit_refuses_non_finite_input(moons, where, value, match):
         DeepSegmentationClassifier(random_state=0, **FAST).fit(X, y)
 
 
-def test_fit_refuses_a_single_labelled_class(moons):
+def test_fit_refuses_a_single_labeled_class(moons):
     X, y, _ = moons
     y = np.where(y == 1, -1, y)
     with pytest.raises(ValueError, match=r"only one class \[0\]; need at least 2"):
         DeepSegmentationClassifier(random_state=0, **FAST).fit(X, y)
 
 
-def test_fit_without_unlabelled_points_warns_and_fits(moons):
+def test_fit_without_unlabeled_points_warns_and_fits(moons):
     """Decision: a warning, not an error -- scikit-learn expects classifiers to fit fully
     labelled data (its common checks do); the train job, by contrast, refuses it."""
     X, _, y_true = moons

@@ -6,7 +6,7 @@ spreading in the same space?
     PYTHONPATH=. python benchmarks/experiments/tsvm_vs_net.py digits5,synthetic 3
 """
 import sys, numpy as np, time
-from benchmarks.datasets import DATASETS, labelled_mask
+from benchmarks.datasets import DATASETS, labeled_mask
 from benchmarks.experiments.variants import em_prior, fit_ovr
 from deepseg import DeepSegmentationClassifier
 from deepseg.core.train import embed, predict_proba
@@ -18,7 +18,7 @@ for ds in sys.argv[1].split(","):
     X = StandardScaler().fit_transform(X)
     res = {}
     for seed in range(int(sys.argv[2])):
-        lab = labelled_mask(y, pc, seed)
+        lab = labeled_mask(y, pc, seed)
         fy = np.where(lab, y, -1)
         clf = DeepSegmentationClassifier(n_iter=0, random_state=seed).fit(X, fy)
         net = clf.model_.supervised

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from benchmarks.datasets import DATASETS, labelled_mask
+from benchmarks.datasets import DATASETS, labeled_mask
 from benchmarks.experiments.variants import VariantClassifier, em_prior
 from deepseg.core.train import predict_proba
 
@@ -53,7 +53,7 @@ VARIANTS = {
 
 
 def hidden_split(y, per_class, seed):
-    lab = labelled_mask(y, per_class, seed)
+    lab = labeled_mask(y, per_class, seed)
     rng = np.random.default_rng(seed + 7)
     hidden = np.zeros_like(lab)
     for k in np.unique(y):

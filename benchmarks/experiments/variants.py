@@ -45,7 +45,7 @@ from deepseg.core.ovr import OvRTSVM, calibration_folds, fit_temperature, split_
 from deepseg.core.pseudo import EMAEnsemble, frozen_copy
 from deepseg.core.train import (
     embed, make_optimizer, optimizer_step, predict_proba, set_learning_rate, shuffled_batches, torch_threads,
-    train_epochs, train_labelled,
+    train_epochs, train_labeled,
 )
 from deepseg.core.tsvm import TSVMConfig, fit_binary_tsvm
 
@@ -160,7 +160,7 @@ def _fit(X_l, y_l, X_u, n_classes, config, seed, opts):
     H = smooth_labels(y_l, n_classes, config.label_smoothing)
     net = SegmentationNet(X_l.shape[1], n_classes, config.net)
     optimizer = make_optimizer(net, tc.learning_rate)
-    train_labelled(net, optimizer, X_l, H, tc.supervised_epochs, tc.batch_size, seed)
+    train_labeled(net, optimizer, X_l, H, tc.supervised_epochs, tc.batch_size, seed)
     supervised = frozen_copy(net)
     sample = np.asarray(X_u, dtype=np.float32)
     train_prior = np.bincount(y_l, minlength=n_classes) / len(y_l)
@@ -202,7 +202,7 @@ def _fit(X_l, y_l, X_u, n_classes, config, seed, opts):
                              opts["consistency"], opts["noise"])
         else:
             train_epochs(net, optimizer, batches, loss, tc.unlabeled_epochs, tc.unlabeled_weight)
-        train_labelled(net, optimizer, X_l, H, tc.labeled_epochs, tc.batch_size, seed + 1000 * it)
+        train_labeled(net, optimizer, X_l, H, tc.labeled_epochs, tc.batch_size, seed + 1000 * it)
         snapshots.append(frozen_copy(net))
         history.append({"iteration": it, "prior": None if prior is None else prior.tolist(),
                         "tsvm_shares": np.bincount(P.argmax(1), minlength=n_classes).tolist()})
@@ -228,15 +228,15 @@ class VariantClassifier(DeepSegmentationClassifier):
     def fit(self, X, y):
         opts = {**DEFAULT_OPTS, **(self.opts or {})}
         X, y = validate_data(self, X, y, dtype=np.float32, ensure_min_samples=2)
-        labelled, self.classes_, y_idx = split_semi_supervised(y)
+        labeled, self.classes_, y_idx = split_semi_supervised(y)
         config = self.to_config()
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         with torch_threads(config.train.num_threads):
-            self.model_ = _fit(X[labelled], y_idx, X[~labelled], len(self.classes_), config, seed, opts)
+            self.model_ = _fit(X[labeled], y_idx, X[~labeled], len(self.classes_), config, seed, opts)
         self.history_ = self.model_.history
         self.n_iter_ = len(self.history_)
         self.transduction_ = self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-        self.transduction_[labelled] = y[labelled]
+        self.transduction_[labeled] = y[labeled]
         return self
 
     def predict_proba(self, X):

@@ -31,7 +31,7 @@ import torch
 from deepseg.core.embed import SegmentationNet
 from deepseg.core.ovr import OvRTSVM
 from deepseg.core.pseudo import frozen_copy
-from deepseg.core.tsvm import BinaryTSVM
+from deepseg.core.serialize import jsonable, tsvm_from_dict, tsvm_to_dict
 
 log = logging.getLogger("deepseg")
 
@@ -76,13 +76,13 @@ def run_fingerprint(X_l: np.ndarray, y_l: np.ndarray, sample: np.ndarray, n_clas
     """
     settings = dataclasses.asdict(config)
     settings.pop("n_iter", None)
-    return _plain({
+    return jsonable({
         "n_features": int(X_l.shape[1]),
         "n_classes": int(n_classes),
         "seed": int(seed),
         "config": settings,
-        "labelled_users": {"rows": len(X_l), "sha256": digest(X_l, np.asarray(y_l, np.int64))},
-        "unlabelled_sample": {"rows": len(sample), "sha256": digest(sample)},
+        "labeled_users": {"rows": len(X_l), "sha256": digest(X_l, np.asarray(y_l, np.int64))},
+        "unlabeled_sample": {"rows": len(sample), "sha256": digest(sample)},
     })
 
 
@@ -122,8 +122,8 @@ class Checkpoint:
              supervised: SegmentationNet, snapshots: list[SegmentationNet], history: list[dict],
              tsvm: OvRTSVM | None) -> None:
         """Atomically replace the checkpoint with the state after `iteration` iterations."""
-        meta = {"iteration": int(iteration), "fingerprint": fingerprint, "history": _plain(history),
-                "tsvm": _tsvm_to_dict(tsvm)}
+        meta = {"iteration": int(iteration), "fingerprint": fingerprint, "history": jsonable(history),
+                "tsvm": tsvm_to_dict(tsvm)}
         state = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -187,7 +187,7 @@ class Checkpoint:
         net.load_state_dict(state["net"], strict=True)
         optimizer.load_state_dict(state["optimizer"])
         restored = RunState(iteration, frozen(state["supervised"]), [frozen(s) for s in state["snapshots"]],
-                            list(meta["history"]), _tsvm_from_dict(meta["tsvm"]))
+                            list(meta["history"]), tsvm_from_dict(meta["tsvm"]))
         torch.set_rng_state(state["torch_rng"])
         return restored
 
@@ -242,19 +242,6 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _plain(value):
-    """JSON-ready copy (tuples -> lists, numpy scalars/arrays -> Python)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def _flatten(data: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in data.items():
@@ -276,23 +263,3 @@ def _differences(saved: dict, current: dict) -> list[str]:
             show = lambda v: "absent" if v is missing else repr(v)  # noqa: E731
             out.append(f"{key}: {show(a)} in the checkpoint, {show(b)} now")
     return out
-
-
-def _tsvm_to_dict(tsvm: OvRTSVM | None) -> dict | None:
-    if tsvm is None:
-        return None
-    return {"temperature": float(tsvm.temperature), "separators": [{
-        "coef": np.asarray(s.coef, dtype=np.float64).tolist(), "intercept": float(s.intercept),
-        "objective": float(s.objective), "history": [float(h) for h in s.history],
-        "n_iter": int(s.n_iter), "converged": bool(s.converged),
-    } for s in tsvm.separators]}
-
-
-def _tsvm_from_dict(data: dict | None) -> OvRTSVM | None:
-    if data is None:
-        return None
-    return OvRTSVM(tuple(
-        BinaryTSVM(coef=np.asarray(s["coef"], dtype=np.float64), intercept=s["intercept"],
-                   objective=s["objective"], history=tuple(s["history"]), n_iter=s["n_iter"],
-                   converged=s["converged"])
-        for s in data["separators"]), data["temperature"])

@@ -34,8 +34,8 @@ from deepseg.core.train import (
     resolve_unlabeled_epochs,
     set_learning_rate,
     torch_threads,
-    train_labelled,
-    train_unlabelled,
+    train_labeled,
+    train_unlabeled,
 )
 from deepseg.core.tsvm import TSVMConfig
 
@@ -137,11 +137,11 @@ def fit_deep_segmentation(
 class LogProgress:
     """Logs the supervised start and each iteration (hook of the loop)."""
 
-    def __init__(self, n_labelled: int, config: DeepSegConfig):
-        self.n_labelled, self.epochs, self.n_iter = n_labelled, config.train.supervised_epochs, config.n_iter
+    def __init__(self, n_labeled: int, config: DeepSegConfig):
+        self.n_labeled, self.epochs, self.n_iter = n_labeled, config.train.supervised_epochs, config.n_iter
 
     def on_supervised_end(self, state: RunState, seconds: float) -> None:
-        log.info("supervised start: %d labelled users, %d epochs, %.1fs", self.n_labelled, self.epochs, seconds)
+        log.info("supervised start: %d labelled users, %d epochs, %.1fs", self.n_labeled, self.epochs, seconds)
 
     def on_iteration_end(self, state: RunState) -> None:
         record = state.history[-1]
@@ -186,7 +186,7 @@ def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | No
     if state is None:
         watch = _Stopwatch()
         with watch("supervised"):
-            train_labelled(net, optimizer, X_l, H, tc.supervised_epochs, tc.batch_size, seed)
+            train_labeled(net, optimizer, X_l, H, tc.supervised_epochs, tc.batch_size, seed)
         state = RunState(0, frozen_copy(net), [], [], None)
         for hook in hooks:
             hook.on_supervised_end(state, watch.seconds["supervised"])
@@ -249,13 +249,13 @@ class _Iteration:
                 # class shares from the TSVM sample: every unlabelled user in memory, a sample on Spark
                 labeler.class_weights = balancing_weights(labeler.probabilities(sample))
             with self.backend.pseudo_label(labeler) as data:
-                unlabelled_loss = train_unlabelled(
+                unlabeled_loss = train_unlabeled(
                     net, self.optimizer,
                     lambda e: data.batches(tc.unlabeled_batch_size, seed + 1000 * it + e, tc.unlabeled_rows_per_epoch),
                     self.unlabeled_epochs, tc.unlabeled_weight, tc.unlabeled_loss, tc.mixup_alpha,
                     seed + 1000 * it, self.input_noise,
                 )
-            kl = train_labelled(net, self.optimizer, self.X_l, self.H, tc.labeled_epochs, tc.batch_size,
+            kl = train_labeled(net, self.optimizer, self.X_l, self.H, tc.labeled_epochs, tc.batch_size,
                                 seed + 1000 * it)
 
         net_labels = np.argmax(predict_proba(net, sample), axis=1)
@@ -265,7 +265,7 @@ class _Iteration:
             "tsvm_cccp_rounds": [s.n_iter for s in tsvm.separators],
             "agreement": float(np.mean(net_labels == tsvm_labels)) if len(sample) else float("nan"),
             "class_shares": np.bincount(net_labels, minlength=self.n_classes).tolist(),
-            "mse": unlabelled_loss[-1] if unlabelled_loss else float("nan"),
+            "mse": unlabeled_loss[-1] if unlabeled_loss else float("nan"),
             "kl": kl[-1] if kl else float("nan"),
             "input_noise": self.input_noise,
             "unlabeled_epochs": self.unlabeled_epochs,

@@ -21,6 +21,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from deepseg.core.params import keyword_init
 from deepseg.core.tsvm import BinaryTSVM, TSVMConfig, fit_binary_tsvm
 
 Mapper = Callable[[Callable, Sequence], list]
@@ -175,13 +176,7 @@ class TransductiveSVC(ClassifierMixin, BaseEstimator):
         "tol": [Interval(Real, 0, None, closed="left")],
     }
 
-    def __init__(self, *, C=1.0, C_unlabeled=1.0, ramp_s=0.0, smoothing=0.1, max_iter=30, tol=1e-5):
-        self.C = C
-        self.C_unlabeled = C_unlabeled
-        self.ramp_s = ramp_s
-        self.smoothing = smoothing
-        self.max_iter = max_iter
-        self.tol = tol
+    __init__ = keyword_init(dict(C=1.0, C_unlabeled=1.0, ramp_s=0.0, smoothing=0.1, max_iter=30, tol=1e-5))
 
     def _config(self) -> TSVMConfig:
         return TSVMConfig(
@@ -192,14 +187,14 @@ class TransductiveSVC(ClassifierMixin, BaseEstimator):
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         X, y = validate_data(self, X, y, dtype=np.float64, ensure_min_samples=2)
-        labelled, self.classes_, y_idx = split_semi_supervised(y)
-        model = fit_ovr_tsvm(X[labelled], y_idx, X[~labelled], len(self.classes_), self._config())
+        labeled, self.classes_, y_idx = split_semi_supervised(y)
+        model = fit_ovr_tsvm(X[labeled], y_idx, X[~labeled], len(self.classes_), self._config())
         self.model_ = model
         self.coef_, self.intercept_, self.temperature_ = model.coef, model.intercept, model.temperature
         self.objective_ = np.array([s.objective for s in model.separators])
         self.n_iter_ = max(s.n_iter for s in model.separators)
         self.transduction_ = self.classes_[np.argmax(model.decision_function(X), axis=1)]
-        self.transduction_[labelled] = y[labelled]
+        self.transduction_[labeled] = y[labeled]
         return self
 
     def decision_function(self, X):
@@ -229,11 +224,11 @@ def split_semi_supervised(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     """
     y = np.asarray(y)
     check_classification_targets(y)
-    labelled = y != -1
-    classes = np.unique(y[labelled])
+    labeled = y != -1
+    classes = np.unique(y[labeled])
     if len(classes) < 2:
         raise ValueError(
             f"y has labelled points (y != -1) of only one class {classes.tolist()}; "
             "need at least 2 classes"
         )
-    return labelled, classes, np.searchsorted(classes, y[labelled])
+    return labeled, classes, np.searchsorted(classes, y[labeled])

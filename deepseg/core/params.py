@@ -9,13 +9,16 @@ Adding a parameter means adding one :class:`Param` here and using it in the core
 
 from __future__ import annotations
 
+import difflib
+import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
-__all__ = ["PARAMS", "PATENT_PARAMS", "Param", "default", "param", "section_defaults"]
+__all__ = ["PARAMS", "PATENT_PARAMS", "Param", "default", "keyword_init", "param", "section_defaults"]
 
 _NOT_STATED = object()
 
@@ -168,8 +171,6 @@ def param(name: str) -> Param:
     try:
         return _BY_NAME[name]
     except KeyError:
-        import difflib
-
         close = difflib.get_close_matches(name, _BY_NAME, n=1)
         raise KeyError(f"no parameter {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")) from None
 
@@ -192,3 +193,27 @@ def numpydoc(width: int = 96) -> str:
     return "\n".join(f"{p.name} : {p.type_doc}, default={p.default!r}\n"
                      + textwrap.fill(p.doc, width, initial_indent="    ", subsequent_indent="    ")
                      for p in PARAMS)
+
+
+def keyword_init(defaults: Mapping[str, Any]):
+    """A scikit-learn ``__init__``: keyword-only parameters `defaults`, stored unchanged.
+
+    scikit-learn reads an estimator's parameters from its ``__init__`` signature and needs them
+    stored as they came; this writes that signature once instead of a line per parameter. An
+    unknown name is a TypeError naming the closest parameter.
+    """
+    signature = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=value) for name, value in defaults.items()])
+
+    def __init__(self, **params):
+        unknown = [name for name in params if name not in defaults]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], list(defaults), n=1)
+            raise TypeError(f"{type(self).__name__} got an unexpected parameter {unknown[0]!r}"
+                            + (f" (did you mean {close[0]!r}?)" if close else ""))
+        for name, value in {**defaults, **params}.items():
+            setattr(self, name, value)
+
+    __init__.__signature__ = signature
+    return __init__

@@ -46,7 +46,7 @@ AUTO_NOISE_STD = 0.2
 AUTO_EPOCHS = (20, 30)
 
 
-def resolve_input_noise(input_noise: float | str, n_labelled: int, n_classes: int) -> float:
+def resolve_input_noise(input_noise: float | str, n_labeled: int, n_classes: int) -> float:
     """The input noise's standard deviation: `input_noise` itself, or for "auto" 0.2 up to 10
     labelled users per class and 0.2·√(10/m) with m > 10 per class.
 
@@ -56,11 +56,11 @@ def resolve_input_noise(input_noise: float | str, n_labelled: int, n_classes: in
     """
     if input_noise != "auto":
         return float(input_noise)
-    per_class = n_labelled / max(n_classes, 1)
+    per_class = n_labeled / max(n_classes, 1)
     return AUTO_NOISE_STD * min(1.0, (AUTO_LABELS_PER_CLASS / per_class) ** 0.5) if per_class > 0 else AUTO_NOISE_STD
 
 
-def resolve_unlabeled_epochs(unlabeled_epochs: int | str, n_labelled: int, n_classes: int) -> int:
+def resolve_unlabeled_epochs(unlabeled_epochs: int | str, n_labeled: int, n_classes: int) -> int:
     """Epochs of the step on unlabelled users: `unlabeled_epochs` itself, or for "auto" 20 up to
     10 labelled users per class and 30 above.
 
@@ -69,7 +69,7 @@ def resolve_unlabeled_epochs(unlabeled_epochs: int | str, n_labelled: int, n_cla
     """
     if unlabeled_epochs != "auto":
         return int(unlabeled_epochs)
-    return AUTO_EPOCHS[n_labelled / max(n_classes, 1) > AUTO_LABELS_PER_CLASS]
+    return AUTO_EPOCHS[n_labeled / max(n_classes, 1) > AUTO_LABELS_PER_CLASS]
 
 
 @contextlib.contextmanager
@@ -171,7 +171,7 @@ def mixup(x: torch.Tensor, t: torch.Tensor, alpha: float, rng: np.random.Generat
     return lam * x + (1.0 - lam) * x[perm], lam * t + (1.0 - lam) * t[perm]
 
 
-def train_labelled(net, optimizer, X: np.ndarray, H: np.ndarray, epochs: int, batch_size: int, seed: int) -> list[float]:
+def train_labeled(net, optimizer, X: np.ndarray, H: np.ndarray, epochs: int, batch_size: int, seed: int) -> list[float]:
     """Minimise KL(h(y) ‖ g(f(x))) on the labelled users."""
     return train_epochs(
         net, optimizer, lambda e: shuffled_batches(X, H, batch_size, seed + e), kl_loss, epochs
@@ -181,7 +181,7 @@ def train_labelled(net, optimizer, X: np.ndarray, H: np.ndarray, epochs: int, ba
 UNLABELED_LOSSES = {"mse": mse_loss, "weighted_ce": weighted_cross_entropy}
 
 
-def train_unlabelled(net, optimizer, batches: Batches, epochs: int, weight: float, loss: str = "mse",
+def train_unlabeled(net, optimizer, batches: Batches, epochs: int, weight: float, loss: str = "mse",
                      mixup_alpha: float = 0.0, seed: int = 0, input_noise: float = 0.0) -> list[float]:
     """Minimise weight·loss(g(f(x)), target) on pseudo-labelled users streamed by `batches`
     (with noise of std `input_noise` and mixup with `mixup_alpha`, both drawn from `seed`)."""

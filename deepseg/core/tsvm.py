@@ -4,7 +4,7 @@ Objective (4) of the patent, with each sum divided by its size so that the solut
 depend on how many unlabelled points are used (a sample of 100k and the full 10M give the same
 separator in expectation)::
 
-    J(w, b) = ½‖w‖² + C/L Σ_labelled H(y_i f(x_i)) + C*/U Σ_unlabelled H(|f(x_i)|)
+    J(w, b) = ½‖w‖² + C/L Σ_labeled H(y_i f(x_i)) + C*/U Σ_unlabeled H(|f(x_i)|)
 
 with f(x) = w·x + b and H(t) = max(0, 1 - t). This is (4) with C₍₄₎ = C/L and C*₍₄₎ = C*/U.
 

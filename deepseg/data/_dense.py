@@ -54,14 +54,8 @@ def _check_dense(n_users, chunk_size, n_features, n_segments, noise, seed):
     check_int("seed", seed, 0)
 
 
-def iter_dense_chunks(
-    n_users: int,
-    chunk_size: int = 1_000_000,
-    n_features: int = 64,
-    n_segments: int = 5,
-    seed: int = 0,
-    noise: float = 0.1,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def iter_dense_chunks(n_users: int, chunk_size: int = 1_000_000, n_features: int = 64, n_segments: int = 5,
+                      seed: int = 0, noise: float = 0.1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(X float32 [m, n_features], segment int64 [m])`` chunks.
 
     Same spiral manifold as the user tables; the features are directly a fixed
@@ -74,13 +68,8 @@ def iter_dense_chunks(
         yield a["X"], a["segment"]
 
 
-def make_dense(
-    n_users: int,
-    n_features: int = 64,
-    n_segments: int = 5,
-    seed: int = 0,
-    noise: float = 0.1,
-) -> tuple[np.ndarray, np.ndarray]:
+def make_dense(n_users: int, n_features: int = 64, n_segments: int = 5, seed: int = 0,
+               noise: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """Plain ``(X float32 [n_users, n_features], segment int64)`` for performance benchmarks."""
     _check_dense(n_users, 1, n_features, n_segments, noise, seed)
     X = np.empty((n_users, n_features), dtype=np.float32)

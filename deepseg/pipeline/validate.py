@@ -229,7 +229,7 @@ def check_labels(features: "DataFrame", labels: "DataFrame", cfg: "Config",
 
     Refuses (``InputError``): a bad ``survey_segments`` schema, no rows, a user twice, a segment
     outside 0..`n_segments`-1, labelled users missing from ``features``, fewer than two
-    segments, a segment with fewer than ``training.min_labelled_per_segment`` labelled users,
+    segments, a segment with fewer than ``training.min_labeled_per_segment`` labelled users,
     and no unlabelled user (nothing to segment: the method learns from the unlabelled users).
     """
     from pyspark.sql import functions as F
@@ -256,13 +256,13 @@ def check_labels(features: "DataFrame", labels: "DataFrame", cfg: "Config",
     if len(present) < 2:
         raise InputError(f"{where}: column 'segment' has only {len(present)} segment(s) {present} "
                          f"(n_segments = {n_segments}); training needs at least 2")
-    minimum = cfg.training.min_labelled_per_segment
+    minimum = cfg.training.min_labeled_per_segment
     small = {s: n for s, n in sizes.items() if n < minimum}
     if small:
         raise InputError(f"{where}: segment(s) {small} (segment: labelled users) have fewer than "
-                         f"training.min_labelled_per_segment = {minimum} labelled users")
-    n_labelled, n_users = sum(sizes.values()), features.count()
-    if n_users - n_labelled <= 0:
+                         f"training.min_labeled_per_segment = {minimum} labelled users")
+    n_labeled, n_users = sum(sizes.values()), features.count()
+    if n_users - n_labeled <= 0:
         raise InputError(f"{feat_at} has no unlabelled user: all {n_users} user(s) are in {where}; "
                          f"the method learns the segments of unlabelled users, so there is nothing to do")
     return n_segments, sizes

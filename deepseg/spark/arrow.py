@@ -87,7 +87,7 @@ def job_description(sc, description: str):
         sc.setLocalProperty("spark.job.description", previous)
 
 
-def is_labelled(label_col: str, ltype):
+def is_labeled(label_col: str, ltype):
     """A Column: true where `label_col` (of Spark type `ltype`) holds a label (not null/NaN)."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from deepseg.core.loop import DeepSegConfig, DeepSegResult, fit_deep_segmentation
-from deepseg.spark.arrow import (FEATURES, ROW_ID, arrow_matrix, float_array_column, is_labelled,
+from deepseg.spark.arrow import (FEATURES, ROW_ID, arrow_matrix, float_array_column, is_labeled,
                                  job_description)
 from deepseg.spark.shuffle import PACKED_SCHEMA, SparkPseudoLabeled, label_and_pack, partition_keys
 
@@ -54,7 +54,7 @@ class SparkBackend:
     persisted while the backend is open; use it as a context manager (or call `close`).
 
     `stats` holds one dict per pseudo-labelling pass: `pseudo_label_s` (the Spark pass that
-    embeds and labels every user), `unlabelled_epochs_s` (the retraining epochs on them, all
+    embeds and labels every user), `unlabeled_epochs_s` (the retraining epochs on them, all
     included), `stream_wait_s` (of which the driver was blocked on bucket fetches),
     `streamed_rows` (unlabelled rows trained on, all epochs).
     """
@@ -157,7 +157,7 @@ class SparkBackend:
         finally:
             if data is not None:
                 data.close()
-                self.stats.append({"pseudo_label_s": seconds, "unlabelled_epochs_s": data.epochs_s,
+                self.stats.append({"pseudo_label_s": seconds, "unlabeled_epochs_s": data.epochs_s,
                                    "stream_wait_s": data.wait_s, "streamed_rows": data.streamed_rows})
             if packed is not None:
                 packed.unpersist()
@@ -168,7 +168,7 @@ class SparkBackend:
 # Training
 
 
-def _labelled_arrays(df, features_col: str, label_col: str, n_classes: int | None
+def _labeled_arrays(df, features_col: str, label_col: str, n_classes: int | None
                      ) -> tuple[np.ndarray, np.ndarray, int]:
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
@@ -179,7 +179,7 @@ def _labelled_arrays(df, features_col: str, label_col: str, n_classes: int | Non
     if not isinstance(ltype, T.NumericType):
         raise TypeError(f"label column {label_col!r} must be numeric class indices 0..k-1 "
                         f"(e.g. from StringIndexer); got {ltype.simpleString()}")
-    table = df.filter(is_labelled(label_col, ltype)).select(
+    table = df.filter(is_labeled(label_col, ltype)).select(
         float_array_column(df, features_col).alias(FEATURES), F.col(label_col)).toArrow()
     X = arrow_matrix(table.column(FEATURES), None, features_col)
     y = table.column(label_col).to_numpy(zero_copy_only=False).astype(np.float64)
@@ -216,19 +216,19 @@ def train_on_spark(df, *, features_col: str = "features", label_col: str = "labe
     `checkpoint` is passed to :func:`~deepseg.core.loop.fit_deep_segmentation` (save/resume).
     `unlabeled_rows_per_epoch` overrides the config's cap on the users each retraining epoch
     streams (``TrainConfig.unlabeled_rows_per_epoch``). Each iteration's history entry also gets the
-    backend's timings (`pseudo_label_s`, `unlabelled_epochs_s`, `stream_wait_s`, `streamed_rows`).
+    backend's timings (`pseudo_label_s`, `unlabeled_epochs_s`, `stream_wait_s`, `streamed_rows`).
     """
     from pyspark.sql import functions as F
 
     sc = df.sparkSession.sparkContext
     with job_description(sc, "deepseg: collect labelled users"):
-        X_l, y_l, n_classes = _labelled_arrays(df, features_col, label_col, n_classes)
+        X_l, y_l, n_classes = _labeled_arrays(df, features_col, label_col, n_classes)
     if tsvm_sample_size is not None:
         config = replace(config, tsvm_sample_size=tsvm_sample_size)
     if unlabeled_rows_per_epoch is not None:
         config = replace(config, train=replace(config.train, unlabeled_rows_per_epoch=unlabeled_rows_per_epoch))
     ltype = df.schema[label_col].dataType
-    unlabeled = df.filter(~F.coalesce(is_labelled(label_col, ltype), F.lit(False)))
+    unlabeled = df.filter(~F.coalesce(is_labeled(label_col, ltype), F.lit(False)))
     log.info("deepseg on Spark: %d labelled users, %d classes, %d features",
              len(X_l), n_classes, X_l.shape[1])
     if config.train.unlabeled_rows_per_epoch is not None:

@@ -205,21 +205,21 @@ def _check_dataset(dataset, features_col: str, label_col: str, owner: str) -> No
     from pyspark.sql import functions as F
 
     from deepseg.spark.arrow import float_array_column
-    from deepseg.spark.arrow import is_labelled
+    from deepseg.spark.arrow import is_labeled
 
     if label_col not in dataset.columns:
         raise ValueError(f"Param 'labelCol' of {owner}: column {label_col!r} not in the DataFrame's "
                          f"columns {dataset.columns}")
     arr = float_array_column(dataset, features_col)
     bad = F.exists(arr, lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == F.lit(float("inf"))))
-    unlabelled = ~F.coalesce(is_labelled(label_col, dataset.schema[label_col].dataType), F.lit(False))
-    n_null, n_bad, n_unlabelled = dataset.agg(
-        F.count(F.when(arr.isNull(), 1)), F.count(F.when(bad, 1)), F.count(F.when(unlabelled, 1))).first()
+    unlabeled = ~F.coalesce(is_labeled(label_col, dataset.schema[label_col].dataType), F.lit(False))
+    n_null, n_bad, n_unlabeled = dataset.agg(
+        F.count(F.when(arr.isNull(), 1)), F.count(F.when(bad, 1)), F.count(F.when(unlabeled, 1))).first()
     if n_null or n_bad:
         what = f"{n_null} null row(s)" if n_null else f"{n_bad} row(s) with null, NaN or ±inf values"
         raise ValueError(f"Param 'featuresCol' of {owner}: column {features_col!r} has {what}; features "
                          f"must be finite (impute them first, e.g. with pyspark.ml.feature.Imputer)")
-    if n_unlabelled == 0:
+    if n_unlabeled == 0:
         warnings.warn(f"{owner}: no unlabelled row (column {label_col!r} is set on every row), so "
                       f"nothing is learnt from unlabelled data: the supervised network, retrained on "
                       f"the labelled rows", UserWarning, stacklevel=3)

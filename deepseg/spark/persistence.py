@@ -17,17 +17,16 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from deepseg.core.embed import NetConfig, SegmentationNet
 from deepseg.core.loop import DeepSegConfig, DeepSegResult
-from deepseg.core.ovr import OvRTSVM
 from deepseg.core.pseudo import EMAEnsemble, frozen_copy
 from deepseg.core.train import TrainConfig
-from deepseg.core.tsvm import BinaryTSVM, TSVMConfig
+from deepseg.core.serialize import jsonable, tsvm_from_dict, tsvm_to_dict
+from deepseg.core.tsvm import TSVMConfig
 
 FORMAT = "deepseg-model"
 FORMAT_VERSION = 1
@@ -66,24 +65,8 @@ def _deepseg_version() -> str:
     return getattr(deepseg, "__version__", "unknown")
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return value
-    raise TypeError(f"cannot store {type(value).__name__} in the model's JSON: {value!r}")
-
-
 def config_to_dict(config: DeepSegConfig) -> dict:
-    return _jsonable(config)
+    return jsonable(config)
 
 
 def config_from_dict(data: dict) -> DeepSegConfig:
@@ -101,33 +84,6 @@ def config_from_dict(data: dict) -> DeepSegConfig:
         build(DeepSegConfig, top),
         net=build(NetConfig, net), train=build(TrainConfig, data.get("train")),
         tsvm=build(TSVMConfig, data.get("tsvm")))
-
-
-def _tsvm_to_dict(tsvm: OvRTSVM | None) -> dict | None:
-    if tsvm is None:
-        return None
-    return {
-        "temperature": float(tsvm.temperature),
-        "separators": [{
-            "coef": np.asarray(s.coef, dtype=np.float64).tolist(),
-            "intercept": float(s.intercept),
-            "objective": float(s.objective),
-            "history": [float(h) for h in s.history],
-            "n_iter": int(s.n_iter),
-            "converged": bool(s.converged),
-        } for s in tsvm.separators],
-    }
-
-
-def _tsvm_from_dict(data: dict | None) -> OvRTSVM | None:
-    if data is None:
-        return None
-    separators = tuple(
-        BinaryTSVM(coef=np.asarray(s["coef"], dtype=np.float64), intercept=float(s["intercept"]),
-                   objective=float(s["objective"]), history=tuple(float(h) for h in s["history"]),
-                   n_iter=int(s["n_iter"]), converged=bool(s["converged"]))
-        for s in data["separators"])
-    return OvRTSVM(separators, float(data["temperature"]))
 
 
 def save_model(model: DeepSegResult, path: str | os.PathLike, metadata: dict | None = None, *,
@@ -162,13 +118,13 @@ def save_model(model: DeepSegResult, path: str | os.PathLike, metadata: dict | N
         "deepseg_version": _deepseg_version(),
         "n_features": n_features,
         "n_classes": n_classes,
-        "class_labels": _jsonable(class_labels),
-        "net_config": _jsonable(supervised.config),
+        "class_labels": jsonable(class_labels),
+        "net_config": jsonable(supervised.config),
         "config": None if config is None else config_to_dict(config),
         "ensemble": {"decay": float(model.ensemble.decay), "networks": names},
-        "tsvm": _tsvm_to_dict(model.tsvm),
-        "history": _jsonable(model.history),
-        "metadata": _jsonable(metadata or {}),
+        "tsvm": tsvm_to_dict(model.tsvm),
+        "history": jsonable(model.history),
+        "metadata": jsonable(metadata or {}),
     }
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MODEL_FILE).unlink(missing_ok=True)
@@ -235,7 +191,7 @@ def load_model(path: str | os.PathLike) -> tuple[SavedModel, dict]:
                            float(document["ensemble"]["decay"]))
     config = document.get("config")
     model = SavedModel(
-        ensemble=ensemble, supervised=supervised, tsvm=_tsvm_from_dict(document.get("tsvm")),
+        ensemble=ensemble, supervised=supervised, tsvm=tsvm_from_dict(document.get("tsvm")),
         history=document.get("history") or [], n_features=n_features, n_classes=n_classes,
         class_labels=list(document.get("class_labels") or range(n_classes)),
         config=None if config is None else config_from_dict(config),

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 from sklearn.base import clone
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/ is not an installed package
-from benchmarks.datasets import labelled_mask  # noqa: E402
+from benchmarks.datasets import labeled_mask  # noqa: E402
 from benchmarks.metrics import expected_calibration_error  # noqa: E402
 from deepseg import DeepSegmentationClassifier  # noqa: E402
 from deepseg.baselines import DeepLabelPropagation, SelfTrainingNet, SupervisedNet, diffuse, knn_affinity  # noqa: E402
@@ -54,7 +54,7 @@ def test_diffusion_propagates_labels_within_connected_components():
     edges = [(0, 1), (1, 2), (2, 3), (4, 5), (5, 6)]
     rows, cols = zip(*(edges + [(j, i) for i, j in edges]))
     W = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(7, 7))
-    Z = diffuse(W, labelled_idx=np.array([0, 6]), y_idx=np.array([0, 1]), n_classes=2)
+    Z = diffuse(W, labeled_idx=np.array([0, 6]), y_idx=np.array([0, 1]), n_classes=2)
     np.testing.assert_array_equal(Z.argmax(axis=1), [0, 0, 0, 0, 1, 1, 1])
     assert np.all(Z[:4, 1] == 0) and np.all(Z[4:, 0] == 0)  # nothing crosses between components
     assert Z[1, 0] > Z[2, 0] > Z[3, 0] > 0  # decays with distance from the label
@@ -80,11 +80,11 @@ def test_expected_calibration_error_hand_computed():
     assert expected_calibration_error([0, 1, 0, 0], proba) == pytest.approx(0.0)
 
 
-def test_labelled_mask_draws_a_count_or_a_fraction_of_each_class():
+def test_labeled_mask_draws_a_count_or_a_fraction_of_each_class():
     y = np.repeat([0, 1, 2], [100, 60, 40])
-    fixed = labelled_mask(y, 5, seed=3)
+    fixed = labeled_mask(y, 5, seed=3)
     assert np.bincount(y[fixed]).tolist() == [5, 5, 5]
-    share = labelled_mask(y, 0.05, seed=3)  # proportional: round(0.05 * n_k), at least one
+    share = labeled_mask(y, 0.05, seed=3)  # proportional: round(0.05 * n_k), at least one
     assert np.bincount(y[share]).tolist() == [5, 3, 2]
-    np.testing.assert_array_equal(share, labelled_mask(y, 0.05, seed=3))
-    assert not np.array_equal(share, labelled_mask(y, 0.05, seed=4))
+    np.testing.assert_array_equal(share, labeled_mask(y, 0.05, seed=3))
+    assert not np.array_equal(share, labeled_mask(y, 0.05, seed=4))

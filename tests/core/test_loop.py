@@ -81,7 +81,7 @@ def test_diagnostics_per_iteration(moons):
         assert h["tsvm_objective"] > 0 and h["tsvm_s"] >= 0 and h["retrain_s"] > 0
 
 
-def test_unlabelled_data_helps_on_digits():
+def test_unlabeled_data_helps_on_digits():
     """scikit-learn's digits, 5 labels per class (the benchmark's seed-0 draw): deepseg's
     defaults beat the same network trained on the labelled points alone."""
     from sklearn.datasets import load_digits
@@ -281,15 +281,15 @@ def test_input_noise_is_a_seeded_classifier_parameter(moons):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-@pytest.mark.parametrize("n_labelled, n_classes, expected", [
+@pytest.mark.parametrize("n_labeled, n_classes, expected", [
     (20, 2, 0.2), (50, 10, 0.2), (15, 3, 0.2),  # up to 10 per class: the full 0.2
     (80, 2, 0.1), (1000, 5, 0.2 * (10 / 200) ** 0.5),  # above: 0.2·√(10/m)
 ])
-def test_auto_input_noise_shrinks_with_the_labels_per_class(n_labelled, n_classes, expected):
+def test_auto_input_noise_shrinks_with_the_labels_per_class(n_labeled, n_classes, expected):
     from deepseg.core.train import resolve_input_noise
 
-    assert resolve_input_noise("auto", n_labelled, n_classes) == pytest.approx(expected)
-    assert resolve_input_noise(0.3, n_labelled, n_classes) == 0.3  # a number is used as given
+    assert resolve_input_noise("auto", n_labeled, n_classes) == pytest.approx(expected)
+    assert resolve_input_noise(0.3, n_labeled, n_classes) == 0.3  # a number is used as given
 
 
 def test_auto_input_noise_is_the_default_and_recorded_per_iteration(moons):
@@ -306,15 +306,15 @@ def test_auto_input_noise_is_the_default_and_recorded_per_iteration(moons):
     np.testing.assert_array_equal(auto.predict_proba(X), same.predict_proba(X))
 
 
-@pytest.mark.parametrize("n_labelled, n_classes, expected", [
+@pytest.mark.parametrize("n_labeled, n_classes, expected", [
     (20, 2, 20), (50, 10, 20), (50, 5, 20),  # up to 10 per class: 20
     (22, 2, 30), (1000, 5, 30),  # above: 30
 ])
-def test_auto_unlabeled_epochs_grow_with_the_labels_per_class(n_labelled, n_classes, expected):
+def test_auto_unlabeled_epochs_grow_with_the_labels_per_class(n_labeled, n_classes, expected):
     from deepseg.core.train import resolve_unlabeled_epochs
 
-    assert resolve_unlabeled_epochs("auto", n_labelled, n_classes) == expected
-    assert resolve_unlabeled_epochs(7, n_labelled, n_classes) == 7  # a number is used as given
+    assert resolve_unlabeled_epochs("auto", n_labeled, n_classes) == expected
+    assert resolve_unlabeled_epochs(7, n_labeled, n_classes) == 7  # a number is used as given
 
 
 @pytest.mark.parametrize("per_class, expected", [(4, 20), (40, 30)])

@@ -189,8 +189,8 @@ def _other_run(data, change):
     ("seed", "seed: 0 in the checkpoint, 1 now"),
     ("n_classes", "n_classes: 2 in the checkpoint, 3 now"),
     ("n_features", "n_features: 2 in the checkpoint, 3 now"),
-    ("labels", "labelled_users.sha256"),
-    ("unlabelled", "unlabelled_sample.rows: 392 in the checkpoint, 391 now"),
+    ("labels", "labeled_users.sha256"),
+    ("unlabelled", "unlabeled_sample.rows: 392 in the checkpoint, 391 now"),
 ])
 def test_resume_of_another_run_is_refused(data, tmp_path, change, named):
     X, X_l, y_l, X_u = data

@@ -19,7 +19,7 @@ def gap_problem():
     return X_l, y_l, X, y
 
 
-def test_unlabelled_data_moves_the_boundary_into_the_gap(gap_problem):
+def test_unlabeled_data_moves_the_boundary_into_the_gap(gap_problem):
     X_l, y_l, X_u, y_u = gap_problem
     supervised = fit_binary_tsvm(X_l, y_l, X_u, TSVMConfig(C_unlabeled=0.0))
     transductive = fit_binary_tsvm(X_l, y_l, X_u, TSVMConfig(C=1.0, C_unlabeled=1.0))
@@ -53,7 +53,7 @@ def test_ramp_with_s_zero_is_objective_4(gap_problem):
     )
 
 
-def test_balance_constraint_fixes_the_mean_unlabelled_output(gap_problem):
+def test_balance_constraint_fixes_the_mean_unlabeled_output(gap_problem):
     X_l, y_l, X_u, _ = gap_problem
     for r in (-0.5, 0.0, 0.3):
         model = fit_binary_tsvm(X_l, y_l, X_u, balance=r)

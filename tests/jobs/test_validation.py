@@ -26,7 +26,7 @@ SETTINGS = {
     "spark": {"master": "local[2]"},
     "survey": {"invitations": 50, "n_segments": 3, "n_init": 1},
     "training": {"supervised_epochs": 5, "n_iter": 1, "unlabeled_epochs": 1, "labeled_epochs": 1,
-                 "tsvm_sample_size": 300, "min_labelled_per_segment": 2},
+                 "tsvm_sample_size": 300, "min_labeled_per_segment": 2},
 }
 
 
@@ -277,7 +277,7 @@ def test_surveyed_users_not_in_users_via_cli(spark, copy, capsys):
     assert _state(spark, cfg) == before
 
 
-def test_labelled_users_not_in_features(spark, copy):
+def test_labeled_users_not_in_features(spark, copy):
     from pyspark.sql import functions as F
 
     from deepseg.pipeline.tables import read_table
@@ -307,14 +307,14 @@ def test_segment_below_the_configured_minimum(spark, copy, capsys):
     sizes = {r.segment: r["count"] for r in
              read_table(spark, copy(), "survey_segments").groupBy("segment").count().collect()}
     smallest = min(sizes, key=sizes.get)
-    cfg = copy(training={"min_labelled_per_segment": sizes[smallest] + 1})
+    cfg = copy(training={"min_labeled_per_segment": sizes[smallest] + 1})
     _fails(spark, cfg, "train", "table 'survey_segments'", f"{smallest}: {sizes[smallest]}",
-           f"training.min_labelled_per_segment = {sizes[smallest] + 1}")
+           f"training.min_labeled_per_segment = {sizes[smallest] + 1}")
     code, err = _cli(cfg, "train", capsys)
-    assert code == 2 and "training.min_labelled_per_segment" in err
+    assert code == 2 and "training.min_labeled_per_segment" in err
 
 
-def test_zero_unlabelled_users(spark, copy):
+def test_zero_unlabeled_users(spark, copy):
     from pyspark.sql import functions as F
 
     from deepseg.pipeline.tables import read_table
@@ -340,7 +340,7 @@ def test_empty_table(spark, copy, stage, table):
 # ------------------------------------------------------------------ configuration
 @pytest.mark.parametrize("text, fragment", [
     ("training:\n  min_labeled_per_segment: 3\n",
-     "unknown key 'training.min_labeled_per_segment' (did you mean 'training.min_labelled_per_segment'?)"),
+     "unknown key 'training.min_labeled_per_segment' (did you mean 'training.min_labeled_per_segment'?)"),
     ("features:\n  non_finite: drop\n", "'features.non_finite' parameter"),
     ("data:\n  tables:\n    users: 'users; DROP TABLE x'\n", "data.tables.users must be an identifier"),
 ])

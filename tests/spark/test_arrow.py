@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from deepseg.spark.arrow import arrow_list, arrow_matrix, is_labelled
+from deepseg.spark.arrow import arrow_list, arrow_matrix, is_labeled
 
 
 def test_arrow_list_and_arrow_matrix_round_trip():
@@ -32,9 +32,9 @@ def test_arrow_matrix_names_the_column_it_refuses(values, n_features, match):
 
 
 @pytest.mark.spark
-def test_is_labelled_leaves_out_null_and_nan_labels(spark):
+def test_is_labeled_leaves_out_null_and_nan_labels(spark):
     df = spark.createDataFrame([(0, 1, 1.0), (1, None, float("nan")), (2, 0, None)],
                                "id int, k int, w double")
-    for column, labelled in (("k", [0, 2]), ("w", [0])):
-        rows = df.filter(is_labelled(column, df.schema[column].dataType)).collect()
-        assert sorted(r.id for r in rows) == labelled
+    for column, labeled in (("k", [0, 2]), ("w", [0])):
+        rows = df.filter(is_labeled(column, df.schema[column].dataType)).collect()
+        assert sorted(r.id for r in rows) == labeled

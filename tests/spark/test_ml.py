@@ -19,11 +19,11 @@ FAST = dict(supervisedEpochs=30, numIter=2, unlabeledEpochs=2, labeledEpochs=2)
 def users(spark):
     """Two moons as columns x0, x1; 4 labelled users per class, the rest with a null label."""
     X, y_true = make_moons(300, noise=0.08, random_state=0)
-    labelled = np.zeros(len(X), bool)
+    labeled = np.zeros(len(X), bool)
     for k in (0, 1):
-        labelled[np.flatnonzero(y_true == k)[:4]] = True
+        labeled[np.flatnonzero(y_true == k)[:4]] = True
     rows = [(i, float(x[0]), float(x[1]), float(y) if lab else None)
-            for i, (x, y, lab) in enumerate(zip(X, y_true, labelled))]
+            for i, (x, y, lab) in enumerate(zip(X, y_true, labeled))]
     return spark.createDataFrame(rows, "id long, x0 double, x1 double, label double")
 
 
@@ -169,16 +169,16 @@ def test_fit_refuses_null_feature_rows_and_one_class(users):
         DeepSegmentation(labelCol="segment", seed=0, **FAST).fit(arrays)
 
 
-def test_fit_without_unlabelled_rows_warns_and_fits(users):
+def test_fit_without_unlabeled_rows_warns_and_fits(users):
     """As DeepSegmentationClassifier: a warning, and the fit runs on the labelled rows."""
     from pyspark.sql import functions as F
 
     from deepseg.spark.ml import DeepSegmentation
 
-    labelled = users.filter(F.col("label").isNotNull()).withColumn("features", F.array("x0", "x1"))
+    labeled = users.filter(F.col("label").isNotNull()).withColumn("features", F.array("x0", "x1"))
     with pytest.warns(UserWarning, match="no unlabelled row"):
-        model = DeepSegmentation(seed=0, **FAST).fit(labelled)
-    assert model.numClasses == 2 and len(model.transform(labelled).collect()) == 8
+        model = DeepSegmentation(seed=0, **FAST).fit(labeled)
+    assert model.numClasses == 2 and len(model.transform(labeled).collect()) == 8
 
 
 def test_load_refuses_pickled_artefacts_without_running_them(pipeline_model, tmp_path):

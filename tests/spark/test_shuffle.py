@@ -75,4 +75,4 @@ def test_unlabeled_rows_per_epoch_streams_a_fresh_random_subset_each_epoch(spark
     np.testing.assert_array_equal(epochs[0], epochs[2])  # seeded
     stats = backend.stats[0]
     assert stats["streamed_rows"] == sum(len(e) for e in epochs)
-    assert stats["pseudo_label_s"] > 0 and stats["unlabelled_epochs_s"] >= stats["stream_wait_s"] >= 0
+    assert stats["pseudo_label_s"] > 0 and stats["unlabeled_epochs_s"] >= stats["stream_wait_s"] >= 0
