@@ -1,0 +1,158 @@
+"""What each segment is: its size, the survey answers that define it, the user attributes that
+distinguish it, and how sure the model is about its members (issue 21, segment profiles).
+
+:func:`segment_profiles` computes one profile per segment from the scored users
+(``user_segments``), the raw ``users`` attributes and the survey (``survey_segments`` and
+``survey_responses``). Attributes are compared over all scored users, each user weighted by its
+propensity for the segment, so that a segment's profile reflects its likely members rather than
+only the users whose largest propensity it is:
+
+* a numeric attribute by its standardised mean difference, (weighted segment mean − mean) / sd;
+* a categorical value by its lift, (weighted share in the segment) / (share among all users).
+
+Effects are ranked by |SMD| and |log lift| together (a lift of 2 or ½ weighs as an SMD of 0.69).
+
+Survey questions are compared the same way on the respondents of each survey segment
+(unweighted: a respondent's segment is known). Everything is aggregated in Spark; only a few
+numbers per segment reach the driver.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame
+
+__all__ = ["segment_profiles"]
+
+
+def segment_profiles(scored: "DataFrame", users: "DataFrame", *, numeric: Sequence[str],
+                     categorical: Sequence[str], survey_segments: "DataFrame | None" = None,
+                     responses: "DataFrame | None" = None, questions: Sequence[str] | None = None,
+                     names: Mapping[int, str] | None = None, top_k: int = 5) -> list[dict]:
+    """One profile (a dict) per segment of `scored`, largest effect first within each list.
+
+    `scored` has ``user_id``, ``segment`` and ``propensities`` (``user_segments``); `users` the
+    attributes named in `numeric` and `categorical`. `survey_segments` (``user_id, segment``) and
+    `responses` (``user_id`` + answer columns `questions`, default all but ``user_id``) add the
+    respondents' sizes and the defining answers. `names` maps segment numbers to readable names.
+    """
+    from pyspark.sql import functions as F
+
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1; got {top_k}")
+    first = scored.select("propensities").first()
+    if first is None:
+        raise ValueError("no scored users: score the users before profiling the segments")
+    n_segments = len(first[0])
+    if names is not None and sorted(names) != list(range(n_segments)):
+        raise ValueError(f"names must name segments 0..{n_segments - 1}; got {sorted(names)}")
+    weighted = (scored.select("user_id", F.posexplode("propensities").alias("segment", "weight"))
+                .join(users.select("user_id", *numeric, *categorical), "user_id"))
+    sizes = {r.segment: r["count"] for r in scored.groupBy("segment").count().collect()}
+    confidence = _member_propensities(scored, n_segments)
+    attributes = _numeric_effects(weighted, users, numeric) + _categorical_effects(weighted, users, categorical)
+    answers = _answer_effects(survey_segments, responses, questions) if survey_segments is not None else []
+    respondents = ({r.segment: r["count"] for r in survey_segments.groupBy("segment").count().collect()}
+                   if survey_segments is not None else {})
+    n_scored = sum(sizes.values())
+    return [{
+        "segment": s,
+        "name": (names or {}).get(s),
+        "n_users": sizes.get(s, 0),
+        "share_users": sizes.get(s, 0) / n_scored if n_scored else 0.0,
+        "n_respondents": respondents.get(s, 0),
+        "propensity": confidence.get(s, {"mean": None, "p10": None, "p50": None, "p90": None}),
+        "answers": _top([a for a in answers if a["segment"] == s], len(answers)),
+        "attributes": _top([a for a in attributes if a["segment"] == s], top_k),
+    } for s in range(n_segments)]
+
+
+def _top(effects: list[dict], k: int) -> list[dict]:
+    """The `k` largest effects (by distance from "no difference"), without the segment key."""
+    def size(e):
+        return abs(math.log(e["effect"])) if e["kind"] == "lift" else abs(e["effect"])
+
+    ranked = sorted((e for e in effects if e["effect"] is not None), key=size, reverse=True)
+    return [{k_: v for k_, v in e.items() if k_ != "segment"} for e in ranked[:k]]
+
+
+def _member_propensities(scored: "DataFrame", n_segments: int) -> dict[int, dict]:
+    """Mean and 10/50/90th percentiles of the members' propensity for their own segment."""
+    from pyspark.sql import functions as F
+
+    own = F.element_at("propensities", F.col("segment") + 1)
+    rows = scored.groupBy("segment").agg(
+        F.mean(own).alias("mean"), F.percentile(own, F.array(*(F.lit(q) for q in (0.1, 0.5, 0.9)))).alias("q")
+    ).collect()
+    return {r.segment: {"mean": r["mean"], "p10": r.q[0], "p50": r.q[1], "p90": r.q[2]} for r in rows}
+
+
+def _numeric_effects(weighted: "DataFrame", users: "DataFrame", columns: Sequence[str]) -> list[dict]:
+    """Standardised mean difference of each numeric column per segment (propensity-weighted)."""
+    from pyspark.sql import functions as F
+
+    if not columns:
+        return []
+    overall = users.agg(*(F.mean(c).alias(f"m_{i}") for i, c in enumerate(columns)),
+                        *(F.stddev_pop(c).alias(f"s_{i}") for i, c in enumerate(columns))).first()
+    rows = weighted.groupBy("segment").agg(*(
+        (F.sum(F.col("weight") * F.col(c)) / F.sum(F.when(F.col(c).isNotNull(), F.col("weight")))).alias(f"m_{i}")
+        for i, c in enumerate(columns))).collect()
+    out = []
+    for r in rows:
+        for i, c in enumerate(columns):
+            mean, sd, seg_mean = overall[f"m_{i}"], overall[f"s_{i}"], r[f"m_{i}"]
+            effect = (seg_mean - mean) / sd if seg_mean is not None and sd else None
+            out.append({"segment": r.segment, "attribute": c, "value": None, "kind": "smd",
+                        "segment_stat": seg_mean, "overall_stat": mean, "effect": effect})
+    return out
+
+
+def _categorical_effects(weighted: "DataFrame", users: "DataFrame", columns: Sequence[str]) -> list[dict]:
+    """Lift of each value of each categorical column per segment (propensity-weighted shares)."""
+    from pyspark.sql import functions as F
+
+    out = []
+    if not columns:
+        return out
+    n_users = users.count()
+    totals = {r.segment: r.w for r in weighted.groupBy("segment").agg(F.sum("weight").alias("w")).collect()}
+    for c in columns:
+        value = F.col(c).cast("string")
+        overall = {r.v: r["count"] / n_users for r in users.groupBy(value.alias("v")).count().collect()}
+        for r in weighted.groupBy("segment", value.alias("v")).agg(F.sum("weight").alias("w")).collect():
+            share = r.w / totals[r.segment] if totals[r.segment] else None
+            effect = share / overall[r.v] if share else None
+            out.append({"segment": r.segment, "attribute": c, "value": r.v, "kind": "lift",
+                        "segment_stat": share, "overall_stat": overall[r.v], "effect": effect})
+    return out
+
+
+def _answer_effects(survey_segments: "DataFrame", responses: "DataFrame", questions: Sequence[str] | None
+                    ) -> list[dict]:
+    """Per survey segment and question: the respondents' mean answer against all respondents'
+    (standardised difference)."""
+    from pyspark.sql import functions as F
+
+    if responses is None:
+        raise ValueError("survey_segments needs responses (the survey answers)")
+    questions = list(questions) if questions is not None else [c for c in responses.columns if c != "user_id"]
+    missing = [q for q in questions if q not in responses.columns]
+    if missing:
+        raise ValueError(f"questions {missing} are not columns of the responses {responses.columns}")
+    answered = responses.select("user_id", *questions).join(survey_segments.select("user_id", "segment"), "user_id")
+    overall = answered.agg(*(F.mean(q).alias(f"m_{i}") for i, q in enumerate(questions)),
+                           *(F.stddev_pop(q).alias(f"s_{i}") for i, q in enumerate(questions))).first()
+    rows = answered.groupBy("segment").agg(*(F.mean(q).alias(f"m_{i}") for i, q in enumerate(questions))).collect()
+    out = []
+    for r in rows:
+        for i, q in enumerate(questions):
+            mean, sd, seg_mean = overall[f"m_{i}"], overall[f"s_{i}"], r[f"m_{i}"]
+            out.append({"segment": r.segment, "attribute": q, "value": None, "kind": "smd",
+                        "segment_stat": seg_mean, "overall_stat": mean,
+                        "effect": (seg_mean - mean) / sd if seg_mean is not None and sd else None})
+    return out
