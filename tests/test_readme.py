@@ -4,8 +4,8 @@
   ``make test``; no dated measurements (those live in docs/tuning-log.md and the benchmark reports).
 * Every ```` ```python ```` block runs. Convention: a block that does not mention Spark runs here,
   exactly as shown, in seconds; a block that mentions Spark is compiled here, its imports resolved
-  and its estimators' keyword arguments checked against their parameters, and it runs in full in
-  a test marked ``slow`` (a Spark fit takes minutes on 2 cores).
+  and its estimators' keyword arguments checked against their parameters, and it runs in full
+  too (a Spark fit: a few minutes on 2 cores).
 * Every command of a ```` ```bash ```` block names something real: ``make`` targets of the
   Makefile; ``deepseg`` subcommands and options that ``deepseg.cli.build_parser()`` accepts;
   ``spark-submit`` lines that use only options tests/jobs/test_spark_submit.py exercises, on a
@@ -160,7 +160,6 @@ def test_spark_block_imports_and_parameters(start, code):
 
 
 @pytest.mark.spark
-@pytest.mark.slow
 @pytest.mark.parametrize("start,code", python_blocks(spark=True), ids=_ids(python_blocks(spark=True)))
 def test_spark_block_runs(start, code, tmp_path, monkeypatch):
     pytest.importorskip("pyspark")
