@@ -339,8 +339,8 @@ def test_empty_table(spark, copy, stage, table):
 
 # ------------------------------------------------------------------ configuration
 @pytest.mark.parametrize("text, fragment", [
-    ("training:\n  min_labeled_per_segment: 3\n",
-     "unknown key 'training.min_labeled_per_segment' (did you mean 'training.min_labeled_per_segment'?)"),
+    ("training:\n  min_labelled_per_segment: 3\n",
+     "unknown key 'training.min_labelled_per_segment' (did you mean 'training.min_labeled_per_segment'?)"),
     ("features:\n  non_finite: drop\n", "'features.non_finite' parameter"),
     ("data:\n  tables:\n    users: 'users; DROP TABLE x'\n", "data.tables.users must be an identifier"),
 ])
