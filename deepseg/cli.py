@@ -5,6 +5,7 @@
     deepseg survey                       invitations; survey answers -> survey_segments
     deepseg train     [--resume]         features + survey_segments -> models/<version>/
     deepseg score     [--all]            -> user_segments (MERGE on user_id)
+    deepseg profiles                     user_segments, users, survey -> segment_profiles
     deepseg audiences                    user_segments -> audiences (+ CSV)
     deepseg refresh                      nightly: score new/changed users, retrain on drift/schedule
     deepseg demo      [--users 100000] [--out DIR]   all of the above on local Spark + report.html
@@ -60,6 +61,7 @@ STAGES = {
     "survey": _survey,
     "train": _train,
     "score": _score,
+    "profiles": lambda spark, cfg, args: pipeline.profiles_job(spark, cfg),
     "audiences": lambda spark, cfg, args: pipeline.audiences_job(spark, cfg),
     "refresh": lambda spark, cfg, args: pipeline.refresh_job(spark, cfg),
 }

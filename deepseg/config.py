@@ -58,16 +58,8 @@ class SparkSettings:
 
 
 #: Logical table names every deployment maps to a Delta table (a folder under ``data.root``).
-TABLES = (
-    "users",
-    "events",
-    "survey_responses",
-    "features",
-    "survey_invitations",
-    "survey_segments",
-    "user_segments",
-    "audiences",
-)
+TABLES = ("users", "events", "survey_responses", "features", "survey_invitations", "survey_segments",
+          "user_segments", "segment_profiles", "audiences")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,6 +270,19 @@ class AudienceSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class SegmentSettings:
+    names: Mapping[int, str] | None  # segment number -> readable name (every segment), or None
+    top_k: int  # user attributes listed per segment profile
+
+    _constraints: ClassVar[dict] = {"names": [dict, None], "top_k": _POSITIVE_INT}
+
+    def __post_init__(self):
+        for seg, name in (self.names or {}).items():
+            if not isinstance(seg, Integral) or seg < 0 or not isinstance(name, str) or not name:
+                raise ConfigError(f"segments.names maps segment numbers to names; got {seg!r}: {name!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class RefreshSettings:
     drift_threshold: float  # retrain when a population stability index exceeds this
     bins: int  # bins of the population stability index
@@ -298,6 +303,7 @@ class Config:
     survey: SurveySettings
     training: TrainingSettings
     scoring: ScoringSettings
+    segments: SegmentSettings
     audiences: AudienceSettings
     refresh: RefreshSettings
     sources: tuple[str, ...] = ()  # the YAML files merged, base first

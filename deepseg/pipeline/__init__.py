@@ -10,12 +10,13 @@ features_job        users, events                               features (+ its 
 survey_job          users, survey_responses                     survey_invitations, survey_segments
 train_job           features, survey_segments                   models/<version>/
 score_job           users, events, model                        user_segments (MERGE)
+profiles_job        user_segments, users, survey tables         segment_profiles (MERGE)
 audiences_job       user_segments                               audiences (+ CSV export)
 refresh_job         users, events, user_segments, model         user_segments, audiences (+ retrain)
 ==================  ==========================================  ===============================
 
 One module per stage, in the order data flows: :mod:`.features`, :mod:`.survey`, :mod:`.train`,
-:mod:`.score`, :mod:`.audiences`, :mod:`.refresh`; each holds its stage's DataFrame functions
+:mod:`.score`, :mod:`.profiles`, :mod:`.audiences`, :mod:`.refresh`; each holds its stage's DataFrame functions
 and its job. Shared by them: :mod:`.tables` (the only Delta I/O), :mod:`.validate` (input
 checks), :mod:`.runs` (run ids, timings), :mod:`.model_store` (model version directories) and
 :mod:`.drift` (the population profiles that train stores and refresh compares).
@@ -24,6 +25,7 @@ checks), :mod:`.runs` (run ids, timings), :mod:`.model_store` (model version dir
 from deepseg.pipeline.audiences import audiences_job
 from deepseg.pipeline.features import current_features, features_job
 from deepseg.pipeline.model_store import TrainedModel, load_trained, model_versions
+from deepseg.pipeline.profiles import profiles_job
 from deepseg.pipeline.refresh import refresh_job
 from deepseg.pipeline.runs import new_run_id, timed
 from deepseg.pipeline.score import score_job
@@ -38,6 +40,7 @@ __all__ = [
     "load_trained",
     "model_versions",
     "new_run_id",
+    "profiles_job",
     "refresh_job",
     "score_job",
     "survey_job",

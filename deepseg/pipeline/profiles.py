@@ -14,19 +14,69 @@ Effects are ranked by |SMD| and |log lift| together (a lift of 2 or ½ weighs as
 
 Survey questions are compared the same way on the respondents of each survey segment
 (unweighted: a respondent's segment is known). Everything is aggregated in Spark; only a few
-numbers per segment reach the driver.
+numbers per segment reach the driver. :func:`profiles_job` writes them to the
+``segment_profiles`` table, one row per model version and segment.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # pragma: no cover
-    from pyspark.sql import DataFrame
+from deepseg.pipeline.model_store import load_trained
+from deepseg.pipeline.runs import commit_metadata, new_run_id
+from deepseg.pipeline.tables import merge_segments, read_table, retry_on_conflict
+from deepseg.pipeline.validate import InputError, describe
 
-__all__ = ["segment_profiles"]
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+
+    from deepseg.config import Config
+
+__all__ = ["PROFILE_SCHEMA", "profiles_job", "segment_profiles"]
+
+log = logging.getLogger("deepseg")
+
+_EFFECT = ("struct<attribute: string, value: string, kind: string, segment_stat: double, "
+           "overall_stat: double, effect: double>")
+#: Schema of the ``segment_profiles`` table.
+PROFILE_SCHEMA = (
+    "model_version string, segment int, name string, n_users long, share_users double, n_respondents long, "
+    "propensity_mean double, propensity_p10 double, propensity_p50 double, propensity_p90 double, "
+    f"answers array<{_EFFECT}>, attributes array<{_EFFECT}>, run_id string")
+
+
+def profiles_job(spark: "SparkSession", cfg: "Config") -> dict:
+    """Profile the segments of the configured model version (``scoring.model_version``, default
+    the latest) from the users it scored, and MERGE them into ``segment_profiles`` on
+    (model_version, segment): one commit; rerunning replaces that version's rows."""
+    version = load_trained(cfg, cfg.scoring.model_version).version
+    scored = read_table(spark, cfg, "user_segments")
+    scored = scored.filter(scored.model_version == version)
+    if scored.first() is None:
+        raise InputError(f"{describe(cfg, 'user_segments')} has no user scored by model {version!r}: "
+                         f"run `deepseg score` first")
+    run_id, path = new_run_id(), cfg.data.table_path("segment_profiles")
+    try:
+        profiles = segment_profiles(
+            scored, read_table(spark, cfg, "users"), numeric=cfg.features.numeric,
+            categorical=cfg.features.categorical, survey_segments=read_table(spark, cfg, "survey_segments"),
+            responses=read_table(spark, cfg, "survey_responses"), questions=cfg.survey.questions,
+            names=cfg.segments.names, top_k=cfg.segments.top_k)
+    except ValueError as e:  # e.g. segments.names for another number of segments
+        raise InputError(f"segment profiles of model {version!r}: {e}") from None
+    rows = [(version, p["segment"], p["name"], p["n_users"], p["share_users"], p["n_respondents"],
+             *(p["propensity"][k] for k in ("mean", "p10", "p50", "p90")),
+             p["answers"], p["attributes"], run_id) for p in profiles]
+    df = spark.createDataFrame(rows, PROFILE_SCHEMA)
+    meta = commit_metadata("profiles", run_id, model_version=version)
+    retry_on_conflict(lambda i: merge_segments(spark, df, path, keys=("model_version", "segment"), metadata=meta),
+                      f"profiles into {path}")
+    log.info("profiles: %d segments of model %s -> %s", len(profiles), version, path)
+    return {"run_id": run_id, "model_version": version, "table": path,
+            "segments": {p["segment"]: p["name"] or p["segment"] for p in profiles}}
 
 
 def segment_profiles(scored: "DataFrame", users: "DataFrame", *, numeric: Sequence[str],

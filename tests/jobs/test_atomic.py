@@ -59,13 +59,19 @@ def previous(spark, cfg):
 
 
 def tables_state(spark, cfg) -> dict:
-    """Per table: its latest version, row count and a hash of all its rows (order-free)."""
+    """Per table: its latest version, row count and a hash of all its rows (order-free); None for
+    a table not written yet (a killed job must not create it either)."""
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
+
+    from deepseg.pipeline.tables import table_exists
 
     state = {}
     for name in TABLES:
         path = cfg.data.table_path(name)
+        if not table_exists(spark, path):
+            state[name] = None
+            continue
         df = spark.read.format("delta").load(path)
         version = DeltaTable.forPath(spark, path).history(1).first().version
         row = df.agg(F.count("*").alias("n"),

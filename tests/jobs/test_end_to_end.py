@@ -191,3 +191,30 @@ def test_refresh_on_schedule_retrains_and_rescores_everyone(spark, cfg, run):
     assert segments.count() == N_USERS
     assert [h.operation for h in _history(spark, cfg, "user_segments")[commits:]] == ["MERGE"]
     assert [h.operation for h in _history(spark, cfg, "features")] == ["WRITE", "WRITE"]
+
+
+def test_profiles_describe_every_segment_of_the_model(spark, cfg, run):
+    from deepseg.pipeline import load_trained, profiles_job
+
+    latest = load_trained(cfg)  # the run's model, or the one a refresh test retrained
+    out = profiles_job(spark, cfg)
+    assert out["model_version"] == latest.version
+
+    def version_rows():
+        table = _table(spark, cfg, "segment_profiles")
+        return sorted(table.filter(table.model_version == latest.version).collect(), key=lambda r: r.segment)
+
+    rows = version_rows()
+    n_segments = latest.metadata["n_classes"]
+    assert [r.segment for r in rows] == list(range(n_segments))
+    assert sum(r.n_users for r in rows) == N_USERS
+    assert sum(r.share_users for r in rows) == pytest.approx(1.0)
+    assert sum(r.n_respondents for r in rows) == _table(spark, cfg, "survey_segments").count()
+    for r in rows:
+        assert 0 < r.propensity_p10 <= r.propensity_p50 <= r.propensity_p90 <= 1
+        assert 1 <= len(r.attributes) <= cfg.segments.top_k
+        assert len(r.answers) == len(_table(spark, cfg, "survey_responses").columns) - 1
+        effects = [abs(a.effect) for a in r.answers]
+        assert effects == sorted(effects, reverse=True)
+    profiles_job(spark, cfg)  # a rerun replaces the version's rows
+    assert len(version_rows()) == n_segments
