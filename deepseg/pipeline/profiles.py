@@ -76,7 +76,7 @@ def profiles_job(spark: "SparkSession", cfg: "Config") -> dict:
                       f"profiles into {path}")
     log.info("profiles: %d segments of model %s -> %s", len(profiles), version, path)
     return {"run_id": run_id, "model_version": version, "table": path,
-            "segments": {p["segment"]: p["name"] or p["segment"] for p in profiles}}
+            "segments": len(profiles), "names": dict(cfg.segments.names) if cfg.segments.names else None}
 
 
 def segment_profiles(scored: "DataFrame", users: "DataFrame", *, numeric: Sequence[str],
