@@ -100,11 +100,15 @@ def segment_profiles(scored: "DataFrame", users: "DataFrame", *, numeric: Sequen
     n_segments = len(first[0])
     if names is not None and sorted(names) != list(range(n_segments)):
         raise ValueError(f"names must name segments 0..{n_segments - 1}; got {sorted(names)}")
+    # every attribute aggregation reads the users once more: keep their weighted join
     weighted = (scored.select("user_id", F.posexplode("propensities").alias("segment", "weight"))
-                .join(users.select("user_id", *numeric, *categorical), "user_id"))
-    sizes = {r.segment: r["count"] for r in scored.groupBy("segment").count().collect()}
-    confidence = _member_propensities(scored, n_segments)
-    attributes = _numeric_effects(weighted, users, numeric) + _categorical_effects(weighted, users, categorical)
+                .join(users.select("user_id", *numeric, *categorical), "user_id")).persist()
+    try:
+        sizes = {r.segment: r["count"] for r in scored.groupBy("segment").count().collect()}
+        confidence = _member_propensities(scored, n_segments)
+        attributes = _numeric_effects(weighted, users, numeric) + _categorical_effects(weighted, users, categorical)
+    finally:
+        weighted.unpersist()
     answers = _answer_effects(survey_segments, responses, questions) if survey_segments is not None else []
     respondents = ({r.segment: r["count"] for r in survey_segments.groupBy("segment").count().collect()}
                    if survey_segments is not None else {})
