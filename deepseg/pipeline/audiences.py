@@ -31,19 +31,21 @@ log = logging.getLogger("deepseg")
 #: File in an export folder naming what it was exported from (e.g. a table version).
 EXPORT_STAMP = "_deepseg_export.json"
 
-AUDIENCE_COLUMNS = ("segment", "rank", "user_id", "propensity", "content_id", "model_version",
-                    "run_id", "created_at")
+AUDIENCE_COLUMNS = ("segment", "segment_name", "rank", "user_id", "propensity", "content_id",
+                    "model_version", "run_id", "created_at")
 
 
 def build_audiences(user_segments: "DataFrame", *, top_k: int | None = None,
                     threshold: float | None = None, content: Mapping[int, str] | None = None,
-                    default_content: str | None = None, run_id: str | None = None) -> "DataFrame":
+                    default_content: str | None = None, names: Mapping[int, str] | None = None,
+                    run_id: str | None = None) -> "DataFrame":
     """:data:`AUDIENCE_COLUMNS` rows from ``user_segments``.
 
     A user belongs to the audience of its segment when its propensity for that segment is at
     least `threshold` and ranks within the segment's `top_k` (ties broken by ``user_id``);
     either may be None, not both. ``content_id`` comes from `content` (segment -> id), else
-    `default_content`; ``created_at`` is the query's ``current_timestamp()``.
+    `default_content`; ``segment_name`` from `names` (``segments.names``; null without);
+    ``created_at`` is the query's ``current_timestamp()``.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -59,12 +61,19 @@ def build_audiences(user_segments: "DataFrame", *, top_k: int | None = None,
         Window.partitionBy("segment").orderBy(F.desc("propensity"), "user_id")))
     if top_k is not None:
         rows = rows.filter(F.col("rank") <= top_k)
-    content_map = F.create_map(*[F.lit(x) for seg, cid in sorted((content or {}).items()) for x in (seg, cid)])
-    content_id = F.coalesce(content_map[F.col("segment")] if content else F.lit(None),
-                            F.lit(default_content)).cast("string")
+    content_id = F.coalesce(_lookup(content), F.lit(default_content)).cast("string")
     return rows.select(
-        "segment", "rank", "user_id", "propensity", content_id.alias("content_id"), "model_version",
+        "segment", _lookup(names).cast("string").alias("segment_name"), "rank", "user_id", "propensity", content_id.alias("content_id"), "model_version",
         F.lit(run_id).cast("string").alias("run_id"), F.current_timestamp().alias("created_at"))
+
+
+def _lookup(mapping: Mapping[int, str] | None):
+    """``mapping[segment]`` as a column (null for a segment it lacks, or without a mapping)."""
+    from pyspark.sql import functions as F
+
+    if not mapping:
+        return F.lit(None)
+    return F.create_map(*[F.lit(x) for seg, v in sorted(mapping.items()) for x in (seg, v)])[F.col("segment")]
 
 
 def export_csv(audiences: "DataFrame", directory: str, stamp: Mapping | None = None) -> str:
@@ -139,7 +148,8 @@ def audiences_job(spark: "SparkSession", cfg: "Config") -> dict:
     def attempt(i: int) -> bool:
         audiences = build_audiences(read_table(spark, cfg, "user_segments"), top_k=a.top_k,
                                     threshold=a.threshold, content=a.content,
-                                    default_content=a.default_content, run_id=run_id).persist()
+                                    default_content=a.default_content, names=cfg.segments.names,
+                                    run_id=run_id).persist()
         try:
             if table_exists(spark, path) and same_rows(audiences, read_table(spark, cfg, "audiences"),
                                                        ignore=("run_id", "created_at")):

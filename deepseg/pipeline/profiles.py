@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from deepseg.pipeline.model_store import load_trained
 from deepseg.pipeline.runs import commit_metadata, new_run_id
-from deepseg.pipeline.tables import merge_segments, read_table, retry_on_conflict
+from deepseg.pipeline.tables import merge_segments, read_table, retry_on_conflict, same_rows, table_exists
 from deepseg.pipeline.validate import InputError, describe
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from deepseg.config import Config
 
-__all__ = ["PROFILE_SCHEMA", "profiles_job", "segment_profiles"]
+__all__ = ["PROFILE_SCHEMA", "profiles_job", "segment_profiles", "write_profiles"]
 
 log = logging.getLogger("deepseg")
 
@@ -50,33 +50,68 @@ PROFILE_SCHEMA = (
 
 def profiles_job(spark: "SparkSession", cfg: "Config") -> dict:
     """Profile the segments of the configured model version (``scoring.model_version``, default
-    the latest) from the users it scored, and MERGE them into ``segment_profiles`` on
-    (model_version, segment): one commit; rerunning replaces that version's rows."""
+    the latest) from the users it scored in ``user_segments``: see :func:`write_profiles`."""
     version = load_trained(cfg, cfg.scoring.model_version).version
     scored = read_table(spark, cfg, "user_segments")
     scored = scored.filter(scored.model_version == version)
     if scored.first() is None:
         raise InputError(f"{describe(cfg, 'user_segments')} has no user scored by model {version!r}: "
                          f"run `deepseg score` first")
+    return write_profiles(spark, cfg, version, scored)
+
+
+def write_profiles(spark: "SparkSession", cfg: "Config", version: str, scored: "DataFrame") -> dict:
+    """MERGE the profiles of model `version`'s segments (`scored`: ``user_id, segment,
+    propensities`` of the users it scored) into ``segment_profiles`` on (model_version, segment).
+
+    One commit; profiles equal to the table's rows of that version (``run_id`` aside) are not
+    rewritten, so a rerun on unchanged data commits nothing. Figures are kept to 12 significant
+    digits: a recomputation that only reorders a floating-point sum changes nothing.
+    """
+    from pyspark.sql import functions as F
+
     run_id, path = new_run_id(), cfg.data.table_path("segment_profiles")
     try:
         profiles = segment_profiles(
             scored, read_table(spark, cfg, "users"), numeric=cfg.features.numeric,
             categorical=cfg.features.categorical, survey_segments=read_table(spark, cfg, "survey_segments"),
-            responses=read_table(spark, cfg, "survey_responses"), questions=cfg.survey.questions,
+            responses=(read_table(spark, cfg, "survey_responses")
+                       if table_exists(spark, cfg.data.table_path("survey_responses")) else None),
+            questions=cfg.survey.questions,
             names=cfg.segments.names, top_k=cfg.segments.top_k)
     except ValueError as e:  # e.g. segments.names for another number of segments
         raise InputError(f"segment profiles of model {version!r}: {e}") from None
-    rows = [(version, p["segment"], p["name"], p["n_users"], p["share_users"], p["n_respondents"],
-             *(p["propensity"][k] for k in ("mean", "p10", "p50", "p90")),
-             p["answers"], p["attributes"], run_id) for p in profiles]
+    rows = [_rounded((version, p["segment"], p["name"], p["n_users"], p["share_users"], p["n_respondents"],
+                      *(p["propensity"][k] for k in ("mean", "p10", "p50", "p90")),
+                      p["answers"], p["attributes"], run_id)) for p in profiles]
     df = spark.createDataFrame(rows, PROFILE_SCHEMA)
     meta = commit_metadata("profiles", run_id, model_version=version)
-    retry_on_conflict(lambda i: merge_segments(spark, df, path, keys=("model_version", "segment"), metadata=meta),
-                      f"profiles into {path}")
-    log.info("profiles: %d segments of model %s -> %s", len(profiles), version, path)
-    return {"run_id": run_id, "model_version": version, "table": path,
-            "segments": len(profiles), "names": dict(cfg.segments.names) if cfg.segments.names else None}
+
+    def attempt(i: int) -> bool:
+        if table_exists(spark, path):
+            current = spark.read.format("delta").load(path)
+            if same_rows(df, current.filter(F.col("model_version") == version), ignore=("run_id",)):
+                return False
+        merge_segments(spark, df, path, keys=("model_version", "segment"), metadata=meta)
+        return True
+
+    changed = retry_on_conflict(attempt, f"profiles into {path}")
+    log.info("profiles: %d segments of model %s -> %s (%s)", len(profiles), version, path,
+             "written" if changed else "unchanged")
+    return {"run_id": run_id, "model_version": version, "table": path, "segments": len(profiles),
+            "changed": changed, "names": dict(cfg.segments.names) if cfg.segments.names else None,
+            "profiles": profiles}
+
+
+def _rounded(value):
+    """`value` with every float (also inside lists and dicts) to 12 significant digits."""
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    if isinstance(value, (list, tuple)):
+        return type(value)(_rounded(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
 
 
 def segment_profiles(scored: "DataFrame", users: "DataFrame", *, numeric: Sequence[str],
@@ -88,7 +123,8 @@ def segment_profiles(scored: "DataFrame", users: "DataFrame", *, numeric: Sequen
     `scored` has ``user_id``, ``segment`` and ``propensities`` (``user_segments``); `users` the
     attributes named in `numeric` and `categorical`. `survey_segments` (``user_id, segment``) and
     `responses` (``user_id`` + answer columns `questions`, default all but ``user_id``) add the
-    respondents' sizes and the defining answers. `names` maps segment numbers to readable names.
+    respondents' sizes and the defining answers (none without `responses`). `names` maps
+    segment numbers to readable names.
     """
     from pyspark.sql import functions as F
 
@@ -109,7 +145,8 @@ def segment_profiles(scored: "DataFrame", users: "DataFrame", *, numeric: Sequen
         attributes = _numeric_effects(weighted, users, numeric) + _categorical_effects(weighted, users, categorical)
     finally:
         weighted.unpersist()
-    answers = _answer_effects(survey_segments, responses, questions) if survey_segments is not None else []
+    answers = (_answer_effects(survey_segments, responses, questions)
+               if survey_segments is not None and responses is not None else [])
     respondents = ({r.segment: r["count"] for r in survey_segments.groupBy("segment").count().collect()}
                    if survey_segments is not None else {})
     n_scored = sum(sizes.values())
@@ -192,8 +229,6 @@ def _answer_effects(survey_segments: "DataFrame", responses: "DataFrame", questi
     (standardised difference)."""
     from pyspark.sql import functions as F
 
-    if responses is None:
-        raise ValueError("survey_segments needs responses (the survey answers)")
     questions = list(questions) if questions is not None else [c for c in responses.columns if c != "user_id"]
     missing = [q for q in questions if q not in responses.columns]
     if missing:

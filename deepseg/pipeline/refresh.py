@@ -1,8 +1,9 @@
 """The nightly refresh: score what changed, retrain when the population drifted or the model is due.
 
 The last stage, and the only one that runs others: it reads ``users``, ``events``,
-``user_segments`` and the model, and writes ``user_segments`` and ``audiences`` through
-:mod:`~deepseg.pipeline.score` and :mod:`~deepseg.pipeline.audiences` (plus ``features`` and a
+``user_segments`` and the model, and writes ``user_segments``, ``segment_profiles`` and
+``audiences`` through :mod:`~deepseg.pipeline.score`, :mod:`~deepseg.pipeline.profiles` and
+:mod:`~deepseg.pipeline.audiences` (plus ``features`` and a
 new model version through :mod:`~deepseg.pipeline.features` and :mod:`~deepseg.pipeline.train`
 when it retrains). Nothing imports it back.
 """
@@ -17,6 +18,7 @@ from deepseg.pipeline import drift
 from deepseg.pipeline.audiences import audiences_job
 from deepseg.pipeline.features import current_features, features_job
 from deepseg.pipeline.model_store import load_trained
+from deepseg.pipeline.profiles import write_profiles
 from deepseg.pipeline.runs import utcnow
 from deepseg.pipeline.score import score_and_merge, score_job
 from deepseg.pipeline.tables import read_table
@@ -36,7 +38,8 @@ log = logging.getLogger("deepseg")
 def refresh_job(spark: "SparkSession", cfg: "Config", now: datetime | None = None) -> dict:
     """Nightly: score new and changed users; retrain (features -> train -> score all) when the
     features or the propensities drifted past ``refresh.drift_threshold`` (population stability
-    index against the model's training population) or the model is due; then audiences.
+    index against the model's training population) or the model is due; then the segment
+    profiles and audiences.
 
     Rows of users deleted from ``users`` leave ``user_segments`` in the scoring commit. A rerun
     for the same day commits nothing (nothing new to score, audiences unchanged); a run that
@@ -76,6 +79,10 @@ def refresh_job(spark: "SparkSession", cfg: "Config", now: datetime | None = Non
         new_model = train_job(spark, cfg)
         scored = score_job(spark, cfg, only_changed=False, trained=new_model)
         out["model_version"] = new_model.version
+    else:  # the train job profiled a new model; here the changed users may move the profiles
+        segments = read_table(spark, cfg, "user_segments")
+        out["profiles_changed"] = write_profiles(
+            spark, cfg, trained.version, segments.filter(segments.model_version == trained.version))["changed"]
     out.update(scored=scored["scored"], deleted=scored["deleted"], retries=scored["retries"])
     out["audiences"] = audiences_job(spark, cfg)["sizes"]
     log.info("refresh: %s", out)

@@ -2,7 +2,8 @@
 
 Training itself runs on Spark (:func:`deepseg.spark.backend.train_on_spark`); this module checks
 its inputs, profiles the training population for drift (:mod:`deepseg.pipeline.drift`), saves
-the version (:mod:`deepseg.pipeline.model_store`) and logs it to MLflow when mlflow is installed.
+the version (:mod:`deepseg.pipeline.model_store`), profiles its segments
+(:mod:`deepseg.pipeline.profiles`) and logs it to MLflow when mlflow is installed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from deepseg.pipeline import drift
 from deepseg.pipeline.model_store import TrainedModel, save_trained
+from deepseg.pipeline.profiles import write_profiles
 from deepseg.pipeline.runs import new_run_id, utcnow
 from deepseg.pipeline.tables import last_commit, read_table
 from deepseg.pipeline.validate import InputError, check_features_table, check_labels, describe
@@ -32,7 +34,8 @@ log = logging.getLogger("deepseg")
 
 
 def train_job(spark: "SparkSession", cfg: "Config", resume: bool = False) -> TrainedModel:
-    """Train on ``features`` labelled by ``survey_segments``; save ``models/<version>/``.
+    """Train on ``features`` labelled by ``survey_segments``; save ``models/<version>/`` and
+    its segments' profiles (``segment_profiles``).
 
     The training state is checkpointed under ``models/_train_checkpoint/`` after every
     iteration; `resume` continues a killed run from there (same result as an uninterrupted run).
@@ -55,6 +58,10 @@ def train_job(spark: "SparkSession", cfg: "Config", resume: bool = False) -> Tra
     labels = read_table(spark, cfg, "survey_segments")
     survey = last_commit(spark, cfg.data.table_path("survey_segments")).get("survey", {})
     n_classes, _ = check_labels(features, labels, cfg, survey.get("n_segments"))
+    segment_names = cfg.segments.names
+    if segment_names is not None and sorted(segment_names) != list(range(n_classes)):
+        raise InputError(f"segments.names names segments {sorted(segment_names)} but the survey has "
+                         f"{n_classes} segments (0..{n_classes - 1}): name each of them, or none")
     data = features.join(labels.select("user_id", F.col("segment").alias("label")), "user_id", "left")
     config = cfg.training.deepseg_config
     checkpoint = Checkpoint(Path(cfg.data.models_path) / "_train_checkpoint", resume=resume)
@@ -63,17 +70,21 @@ def train_job(spark: "SparkSession", cfg: "Config", resume: bool = False) -> Tra
                             tsvm_sample_size=cfg.training.tsvm_sample_size, checkpoint=checkpoint)
 
     bins = cfg.refresh.bins
-    scored = score_dataframe(features, result, features_col="features")
-    profile = {
-        "features": drift.profile(features, "features", drift.quantile_edges(features, "features", bins)),
-        "propensities": drift.profile(scored, "propensities", drift.uniform_edges(n_classes, bins)),
-    }
-    metadata = {
-        "model_version": version, "run_id": run_id, "trained_at": trained_at.isoformat(),
-        "n_classes": n_classes, "n_features": len(names), "feature_names": names,
-        "survey": survey, "training": cfg.as_dict()["training"],
-    }
-    trained = save_trained(cfg, version, result, metadata, profile, config)
+    scored = score_dataframe(features, result, features_col="features", keep_columns=["user_id"]).persist()
+    try:
+        profile = {
+            "features": drift.profile(features, "features", drift.quantile_edges(features, "features", bins)),
+            "propensities": drift.profile(scored, "propensities", drift.uniform_edges(n_classes, bins)),
+        }
+        metadata = {
+            "model_version": version, "run_id": run_id, "trained_at": trained_at.isoformat(),
+            "n_classes": n_classes, "n_features": len(names), "feature_names": names,
+            "survey": survey, "training": cfg.as_dict()["training"],
+        }
+        trained = save_trained(cfg, version, result, metadata, profile, config)
+        write_profiles(spark, cfg, version, scored)
+    finally:
+        scored.unpersist()
     _log_to_mlflow(version, metadata, result.history, Path(trained.path))
     checkpoint.clear()  # the model is saved: nothing left to resume
     log.info("train: model %s (%d classes, %d features, %d iterations) -> %s",

@@ -76,7 +76,8 @@ def test_schemas(spark, cfg, run):
         "user_id": "bigint", "segment": "int", "propensities": "array<float>", "model_version": "string",
         "run_id": "string", "scored_at": "timestamp", "feature_hash": "bigint"}
     assert types("audiences") == {
-        "segment": "int", "rank": "int", "user_id": "bigint", "propensity": "float", "content_id": "string",
+        "segment": "int", "segment_name": "string", "rank": "int", "user_id": "bigint", "propensity": "float",
+        "content_id": "string",
         "model_version": "string", "run_id": "string", "created_at": "timestamp"}
     row = _table(spark, cfg, "features").first()
     assert len(row.features) == run.features["n_features"] == run.trained.metadata["n_features"]
@@ -100,8 +101,8 @@ def test_every_user_scored_exactly_once(spark, cfg, run):
 def test_one_delta_commit_per_job_write(spark, cfg, run):
     from delta.tables import DeltaTable
 
-    for name in ("users", "events", "survey_responses", "features",
-                 "survey_invitations", "survey_segments", "user_segments", "audiences"):
+    for name in ("users", "events", "survey_responses", "features", "survey_invitations",
+                 "survey_segments", "segment_profiles", "user_segments", "audiences"):
         history = _history(spark, cfg, name)
         assert [h.operation for h in history] == ["WRITE"], name
         assert '"run_id"' in history[0].userMetadata, name
@@ -216,5 +217,52 @@ def test_profiles_describe_every_segment_of_the_model(spark, cfg, run):
         assert len(r.answers) == len(_table(spark, cfg, "survey_responses").columns) - 1
         effects = [abs(a.effect) for a in r.answers]
         assert effects == sorted(effects, reverse=True)
-    profiles_job(spark, cfg)  # a rerun replaces the version's rows
-    assert len(version_rows()) == n_segments
+    commits = len(_history(spark, cfg, "segment_profiles"))
+    assert not profiles_job(spark, cfg)["changed"]  # the same profiles again: no commit
+    assert len(_history(spark, cfg, "segment_profiles")) == commits and len(version_rows()) == n_segments
+
+
+def test_profiles_recover_the_generators_defining_answer_and_attribute(spark, cfg, run):
+    """Each segment's first defining answer is the question that most sets its true segment apart
+    (the generator's ground truth, segments matched by overlap), and the attribute that most sets
+    the true segment apart (|SMD| or |log lift|, as the profiles rank them) is among its
+    distinguishing attributes, the same side of "no difference"."""
+    from pyspark.sql import functions as F
+
+    from deepseg.demo import matching
+
+    trained = run.trained
+    truth = spark.read.format("delta").load(run.tables["segments_truth"]).withColumnRenamed("segment", "true")
+    scored = _table(spark, cfg, "user_segments").filter(F.col("model_version") == trained.version)
+    k = trained.metadata["n_classes"]
+    pairs = scored.join(truth, "user_id").groupBy("segment", "true").count().collect()
+    confusion = np.zeros((k, 1 + max(r.true for r in pairs)))
+    for r in pairs:
+        confusion[r.segment, r.true] = r["count"]
+    to_true = matching(confusion)
+    questions = [c for c in _table(spark, cfg, "survey_responses").columns if c != "user_id"]
+    answers = _table(spark, cfg, "survey_responses").join(truth, "user_id").toPandas()
+    users = _table(spark, cfg, "users").join(truth, "user_id").toPandas()
+
+    def smd(frame, columns, true):
+        member = frame["true"] == true
+        return {(c, None): (frame.loc[member, c].mean() - frame[c].mean()) / frame[c].std(ddof=0) for c in columns}
+
+    def log_lift(frame, columns, true):
+        member = frame["true"] == true
+        with np.errstate(divide="ignore"):  # a level no member has: lift 0, log lift -inf (strongest)
+            return {(c, str(v)): np.log((frame.loc[member, c] == v).mean() / (frame[c] == v).mean())
+                    for c in columns for v in frame[c].unique()}
+
+    table = _table(spark, cfg, "segment_profiles")
+    rows = [r for r in table.filter(table.model_version == trained.version).collect() if r.segment in to_true]
+    assert len(rows) >= k - 1  # the survey may find one segment more than the generator made
+    for row in rows:
+        true = to_true[row.segment]
+        by_question = smd(answers, questions, true)
+        assert (row.answers[0].attribute, None) == max(by_question, key=lambda q: abs(by_question[q])), row.segment
+        effects = {**smd(users, cfg.features.numeric, true), **log_lift(users, cfg.features.categorical, true)}
+        strongest = max(effects, key=lambda a: abs(effects[a]))
+        found = {(a.attribute, a.value): a.effect if a.kind == "smd" else np.log(a.effect) for a in row.attributes}
+        assert strongest in found and np.sign(found[strongest]) == np.sign(effects[strongest]), (
+            row.segment, strongest, effects[strongest], found)

@@ -28,8 +28,10 @@ def _rows(audiences):
 def test_top_k_per_segment_ties_broken_by_user_id(user_segments):
     from deepseg.pipeline.audiences import AUDIENCE_COLUMNS, build_audiences
 
-    audiences = build_audiences(user_segments, top_k=2, content={0: "welcome", 1: "upgrade"}, run_id="run-1")
+    audiences = build_audiences(user_segments, top_k=2, content={0: "welcome", 1: "upgrade"},
+                                names={0: "starters", 1: "teams"}, run_id="run-1")
     assert tuple(audiences.columns) == AUDIENCE_COLUMNS
+    assert sorted({(r.segment, r.segment_name) for r in audiences.collect()}) == [(0, "starters"), (1, "teams")]
     assert _rows(audiences) == [(0, 1, 1, 0.9, "welcome"), (0, 2, 2, 0.6, "welcome"),
                                 (1, 1, 3, 0.7, "upgrade"), (1, 2, 5, 0.55, "upgrade")]
     rows = audiences.collect()
@@ -43,7 +45,7 @@ def test_threshold_and_default_content(user_segments):
     assert _rows(audiences) == [(0, 1, 1, 0.9, "generic"), (0, 2, 2, 0.6, "generic"), (0, 3, 4, 0.6, "generic"),
                                 (1, 1, 3, 0.7, "upgrade")]
     both = build_audiences(user_segments, top_k=1, threshold=0.8)
-    assert _rows(both) == [(0, 1, 1, 0.9, None)]
+    assert _rows(both) == [(0, 1, 1, 0.9, None)] and both.first().segment_name is None
     with pytest.raises(ValueError, match="set top_k, threshold or both"):
         build_audiences(user_segments)
 
@@ -53,7 +55,7 @@ def test_csv_export_one_folder_per_segment_with_its_stamp(user_segments, tmp_pat
 
     directory = tmp_path / "audiences"
     assert export_stamp(str(directory)) is None
-    audiences = build_audiences(user_segments, top_k=2, default_content="c", run_id="run-1")
+    audiences = build_audiences(user_segments, top_k=2, default_content="c", names={0: "a", 1: "b"}, run_id="run-1")
     assert export_csv(audiences, str(directory), stamp={"table": "t", "version": 3}) == str(directory)
     assert export_stamp(str(directory)) == {"table": "t", "version": 3}
     assert sorted(p.name for p in directory.glob("segment=*")) == ["segment=0", "segment=1"]
@@ -61,9 +63,11 @@ def test_csv_export_one_folder_per_segment_with_its_stamp(user_segments, tmp_pat
     for part in directory.glob("segment=*/*.csv"):
         with part.open(newline="") as f:
             for row in csv.DictReader(f):
-                assert list(row) == ["rank", "user_id", "propensity", "content_id", "model_version"]
-                exported[int(part.parent.name.split("=")[1]), int(row["rank"])] = (row["user_id"], row["content_id"])
-    assert exported == {(0, 1): ("1", "c"), (0, 2): ("2", "c"), (1, 1): ("3", "c"), (1, 2): ("5", "c")}
+                assert list(row) == ["segment_name", "rank", "user_id", "propensity", "content_id", "model_version"]
+                exported[int(part.parent.name.split("=")[1]), int(row["rank"])] = (
+                    row["segment_name"], row["user_id"], row["content_id"])
+    assert exported == {(0, 1): ("a", "1", "c"), (0, 2): ("a", "2", "c"), (1, 1): ("b", "3", "c"),
+                        (1, 2): ("b", "5", "c")}
 
 
 def test_a_failed_or_killed_csv_export_never_leaves_a_partial_export(spark, tmp_path):
@@ -73,7 +77,8 @@ def test_a_failed_or_killed_csv_export_never_leaves_a_partial_export(spark, tmp_
 
     now = datetime(2025, 1, 1)
     audiences = spark.createDataFrame(
-        [(s, r, 100 * s + r, 1.0 - r / 10, f"content{s}", "v1", "run", now) for s in range(5) for r in (1, 2, 3)],
+        [(s, f"name{s}", r, 100 * s + r, 1.0 - r / 10, f"content{s}", "v1", "run", now)
+         for s in range(5) for r in (1, 2, 3)],
         list(AUDIENCE_COLUMNS))
     directory = tmp_path / "exports" / "audiences"
 
