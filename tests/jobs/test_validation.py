@@ -314,6 +314,13 @@ def test_segment_below_the_configured_minimum(spark, copy, capsys):
     assert code == 2 and "training.min_labeled_per_segment" in err
 
 
+def test_segment_names_for_another_number_of_segments_via_cli(spark, copy, capsys):
+    cfg = copy(segments={"names": {0: "starters", 1: "teams"}})  # the survey has 3 segments
+    _fails(spark, cfg, "train", "segments.names names segments [0, 1]", "3 segments (0..2)")
+    code, err = _cli(cfg, "train", capsys)
+    assert code == 2 and "segments.names" in err and len(err.strip().splitlines()) == 1
+
+
 def test_zero_unlabeled_users(spark, copy):
     from pyspark.sql import functions as F
 
