@@ -4,6 +4,7 @@ concurrent runs leave each user exactly once (the loser retries, or fails cleanl
 
 from __future__ import annotations
 
+import csv
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -127,8 +128,8 @@ def test_deleted_users_leave_user_segments_and_audiences_in_one_commit(spark, cf
     assert not set(deleted) & set(left)
     members = {r.segment: r["count"] for r in _table(spark, cfg, "user_segments").groupBy("segment").count().collect()}
     assert result["sizes"] == {s: min(n, cfg.audiences.top_k) for s, n in members.items()}  # refilled from below
-    exported = {int(line.split(",")[1]) for f in Path(result["export_dir"]).glob("segment=*/*.csv")
-                for line in f.read_text().splitlines()[1:]}
+    exported = {int(row["user_id"]) for f in Path(result["export_dir"]).glob("segment=*/*.csv")
+                for row in csv.DictReader(f.read_text().splitlines())}
     assert exported == set(left)
 
 
