@@ -146,7 +146,8 @@ def test_second_refresh_of_the_same_day_changes_nothing(spark, cfg, trained):
     assert first["scored"] == 30 + 20 and first["deleted"] == 10
     assert set(new_ids) <= set(_ids(spark, cfg, "user_segments"))
     _check_one_row_per_user(spark, cfg)
-    names = ("user_segments", "audiences")
+    assert first["profiles_changed"]  # new and changed users move the segments' figures
+    names = ("user_segments", "segment_profiles", "audiences")
     tables = {name: _rows(spark, cfg, name) for name in names}
     commits = {name: len(_history(spark, cfg, name)) for name in names}
     export = Path(cfg.data.root) / cfg.audiences.export_dir
@@ -154,7 +155,7 @@ def test_second_refresh_of_the_same_day_changes_nothing(spark, cfg, trained):
 
     second = refresh_job(spark, cfg, now=now)
     assert second["scored"] == second["deleted"] == 0 and second["retrain_reasons"] == []
-    assert second["audiences"] == first["audiences"]
+    assert second["audiences"] == first["audiences"] and not second["profiles_changed"]
     assert {name: _rows(spark, cfg, name) for name in names} == tables  # run_id, scored_at too
     assert {name: len(_history(spark, cfg, name)) for name in names} == commits  # no commit at all
     assert sorted((str(p.relative_to(export)), p.read_bytes()) for p in export.rglob("*") if p.is_file()) == exported
