@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: setup demo test bench-accuracy bench-tsvm bench-scale clean
+.PHONY: setup browser demo test bench-accuracy bench-tsvm bench-scale bench-survey clean
 
 # install_jars.py: Delta's jars into .jars/, and the venv's Spark conf (spark-defaults.conf,
 # spark-env.sh) so that a bare `.venv/bin/spark-submit jobs/<stage>.py --conf conf/local.yaml` works.
@@ -17,10 +17,23 @@ $(VENV)/.installed: pyproject.toml scripts/install_jars.py
 
 setup: $(VENV)/.installed
 
+# Debian's chromium, in which tests/test_report.py renders the run report (headless, driven by
+# playwright from the dev extra; playwright downloads no browser). Installed when missing and we
+# are root with apt-get; otherwise say what to install. DEEPSEG_SKIP_BROWSER=1 skips it (and the test).
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ] || [ "$$DEEPSEG_SKIP_BROWSER" = 1 ]; then exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else \
+		echo "$(CHROMIUM) missing: install Debian's chromium (as root: apt-get install -y chromium)," \
+		     "or set DEEPSEG_SKIP_BROWSER=1 to skip the browser test" >&2; exit 1; \
+	fi
+
 demo: setup
 	$(VENV)/bin/deepseg demo
 
-test: setup
+test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench-accuracy: setup
@@ -28,6 +41,11 @@ bench-accuracy: setup
 
 bench-tsvm: setup
 	$(PY) -m benchmarks.tsvm_scaling
+
+# Survey waves (issue 21): a second wave of 500 chosen `active` vs stratified random, 10 seeds,
+# 20k synthetic users in memory; writes benchmarks/results/survey.json and its docs/benchmarks.md section.
+bench-survey: setup
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(PY) -m benchmarks.survey
 
 # Scale benchmark (issues 3, 5): N users x 64 features in Delta, train (6 iterations) + score on
 # Spark local[2], per-stage rows/s against floors measured in the same run. Data under /tmp/deepseg-scale.

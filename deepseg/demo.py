@@ -10,13 +10,13 @@ from :mod:`deepseg.data.synthetic`, chunk by chunk (each chunk goes to a Parquet
 each table is then written to Delta in one commit). :func:`evaluate` scores the segments against
 the ground truth: survey clusters are matched to the true segments with the Hungarian method (on
 the respondents), and that matching maps every predicted segment to a true one.
-:func:`run_demo` chains it all and writes ``report.html``.
+:func:`run_demo` chains it all and writes ``report.html``: the run report of the model version
+(:mod:`deepseg.report`) plus a ground-truth section.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import logging
 import shutil
 from collections.abc import Mapping
@@ -41,6 +41,7 @@ from deepseg.pipeline import (
     audiences_job,
     features_job,
     new_run_id,
+    profiles_job,
     score_job,
     survey_job,
     timed,
@@ -212,7 +213,7 @@ def evaluate(spark: "SparkSession", cfg: Config, trained: TrainedModel, settings
 # ------------------------------------------------------------------ report data
 def _report_data(spark: "SparkSession", cfg: Config, trained: TrainedModel, settings: GenerateSettings,
                  mapping: dict[int, int], sample_size: int = 2000) -> dict:
-    """Small, driver-side data for the report's plots (aggregates and a sample)."""
+    """The report's ground-truth section: small, driver-side data (aggregates and a sample)."""
     from pyspark.sql import functions as F
 
     from deepseg.spark.scoring import score_dataframe
@@ -243,7 +244,6 @@ def _report_data(spark: "SparkSession", cfg: Config, trained: TrainedModel, sett
                 .orderBy("bin").collect())
         calib[name] = [(r.confidence, r.accuracy, r.n) for r in rows]
     return {
-        "history": trained.model.history,
         "embedding": np.stack(embedded["embedding"].to_numpy()) if len(embedded) else np.zeros((0, 2)),
         "embedding_segment": embedded["segment"].to_numpy(),
         "embedding_true": embedded["true"].to_numpy(),
@@ -262,15 +262,13 @@ def run_demo(n_users: int | None = None, out: str | None = None, conf: str = "co
     `conf` is the environment overlay (with `overrides` on top); the demo's settings come from
     ``demo.yaml`` in its folder.
     """
+    from deepseg.pipeline.report import report_data
     from deepseg.report import write_report
     from deepseg.spark.session import get_spark
 
     cfg = load_config(conf, merge({"data": {"root": str(out)}} if out is not None else {}, overrides or {}))
     settings = load_demo_settings(demo_settings_path(conf),
                                   {"generate": {"n_users": int(n_users)}} if n_users is not None else None)
-    if report and importlib.util.find_spec("matplotlib") is None:
-        log.warning("demo: no report.html: matplotlib is not installed (pip install 'deepseg[report]')")
-        report = False
     seconds: dict[str, float] = {}
     with timed("demo", seconds):
         with timed("spark session", seconds):
@@ -292,13 +290,16 @@ def run_demo(n_users: int | None = None, out: str | None = None, conf: str = "co
         report_path = None
         if report:
             with timed("report", seconds):
-                data = _report_data(spark, cfg, trained, settings, metrics["mapping"])
+                if not _profiled(spark, cfg, trained.version):
+                    profiles_job(spark, cfg)
+                data = report_data(spark, cfg, trained)
+                truth = _report_data(spark, cfg, trained, settings, metrics["mapping"])
                 report_path = str(Path(cfg.data.root) / "report.html")
     summary = {
         "root": str(Path(cfg.data.root).resolve()),
         "tables": {**tables, **{n: cfg.data.table_path(n) for n in
                                 ("features", "survey_invitations", "survey_segments", "user_segments",
-                                 "audiences")}},
+                                 "segment_profiles", "audiences")}},
         "model_version": trained.version,
         "model_dir": trained.path,
         "n_users": settings.n_users,
@@ -312,8 +313,27 @@ def run_demo(n_users: int | None = None, out: str | None = None, conf: str = "co
         "report": report_path,
     }
     if report:
-        write_report(report_path, summary, data)
+        accuracy = {label: metrics[key] for key, label in (
+            ("survey_accuracy", "accuracy of the survey clusters (respondents)"),
+            ("deepseg_accuracy", "accuracy of deepseg, all users"),
+            ("deepseg_accuracy_unlabeled", "accuracy of deepseg, unlabelled users"),
+            ("supervised_accuracy", "accuracy of the supervised-only baseline, all users"),
+            ("supervised_accuracy_unlabeled", "accuracy of the supervised-only baseline, unlabelled users"))}
+        write_report(report_path, {
+            **data, "title": "deepseg demo report",
+            "summary": {"users generated": summary["n_users"], "data root": summary["root"],
+                        **data["summary"], "audience sizes": summary["audiences"], "seconds": seconds},
+            "ground_truth": {**truth, "metrics": accuracy}})
     return summary
+
+
+def _profiled(spark: "SparkSession", cfg: Config, version: str) -> bool:
+    """Whether ``segment_profiles`` holds model `version`'s segments (the train job writes them)."""
+    from pyspark.sql import functions as F
+
+    path = cfg.data.table_path("segment_profiles")
+    return table_exists(spark, path) and not read_table(spark, cfg, "segment_profiles").filter(
+        F.col("model_version") == version).isEmpty()
 
 
 def format_summary(summary: dict) -> str:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "binned_shares",
+    "drift_figures",
     "population_stability_index",
     "profile",
     "quantile_edges",
@@ -100,3 +101,17 @@ def schedule_reason(trained_at: datetime, now: datetime, every_days: int | None)
     if every_days is None or (now - trained_at).total_seconds() < every_days * 86400:
         return None
     return f"schedule: model trained {(now - trained_at).days} days ago (retrain every {every_days})"
+
+
+def drift_figures(feature_psi, propensity_psi=None, *, threshold: float | None = None,
+                  feature_names: list[str] | None = None) -> dict:
+    """The per-feature and per-segment PSI as JSON-able figures for the run report:
+    ``feature_psi`` {feature name: PSI}, ``propensity_psi`` [PSI of segment 0, 1, ...] (None when
+    not computed) and the retraining ``threshold``."""
+    feature_psi = np.asarray(feature_psi, dtype=float)
+    names = feature_names or [f"#{i}" for i in range(len(feature_psi))]
+    if len(names) != len(feature_psi):
+        raise ValueError(f"feature_names has {len(names)} names for {len(feature_psi)} feature PSI values")
+    return {"threshold": threshold,
+            "feature_psi": {str(n): float(v) for n, v in zip(names, feature_psi)},
+            "propensity_psi": None if propensity_psi is None else [float(v) for v in propensity_psi]}

@@ -19,6 +19,7 @@ from deepseg.pipeline.audiences import audiences_job
 from deepseg.pipeline.features import current_features, features_job
 from deepseg.pipeline.model_store import load_trained
 from deepseg.pipeline.profiles import write_profiles
+from deepseg.pipeline.report import write_model_report
 from deepseg.pipeline.runs import utcnow
 from deepseg.pipeline.score import score_and_merge, score_job
 from deepseg.pipeline.tables import read_table
@@ -39,7 +40,7 @@ def refresh_job(spark: "SparkSession", cfg: "Config", now: datetime | None = Non
     """Nightly: score new and changed users; retrain (features -> train -> score all) when the
     features or the propensities drifted past ``refresh.drift_threshold`` (population stability
     index against the model's training population) or the model is due; then the segment
-    profiles and audiences.
+    profiles, audiences, and the model's report with this run's drift figures.
 
     Rows of users deleted from ``users`` leave ``user_segments`` in the scoring commit. A rerun
     for the same day commits nothing (nothing new to score, audiences unchanged); a run that
@@ -76,14 +77,18 @@ def refresh_job(spark: "SparkSession", cfg: "Config", now: datetime | None = Non
     if reasons:
         log.info("refresh: retraining (%s)", "; ".join(reasons))
         features_job(spark, cfg)
-        new_model = train_job(spark, cfg)
-        scored = score_job(spark, cfg, only_changed=False, trained=new_model)
-        out["model_version"] = new_model.version
+        current = train_job(spark, cfg)
+        scored = score_job(spark, cfg, only_changed=False, trained=current)
+        out["model_version"] = current.version
     else:  # the train job profiled a new model; here the changed users may move the profiles
+        current = trained
         segments = read_table(spark, cfg, "user_segments")
         out["profiles_changed"] = write_profiles(
             spark, cfg, trained.version, segments.filter(segments.model_version == trained.version))["changed"]
     out.update(scored=scored["scored"], deleted=scored["deleted"], retries=scored["retries"])
     out["audiences"] = audiences_job(spark, cfg)["sizes"]
+    figures = drift.drift_figures(feature_psi, propensity_psi, threshold=r.drift_threshold,
+                                  feature_names=trained.metadata.get("feature_names"))
+    out["report"] = write_model_report(spark, cfg, current, drift={**out, **figures})
     log.info("refresh: %s", out)
     return out

@@ -3,7 +3,8 @@
 Training itself runs on Spark (:func:`deepseg.spark.backend.train_on_spark`); this module checks
 its inputs, profiles the training population for drift (:mod:`deepseg.pipeline.drift`), saves
 the version (:mod:`deepseg.pipeline.model_store`), profiles its segments
-(:mod:`deepseg.pipeline.profiles`) and logs it to MLflow when mlflow is installed.
+(:mod:`deepseg.pipeline.profiles`), writes its report (:mod:`deepseg.pipeline.report`) and logs
+it to MLflow when mlflow is installed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from deepseg.pipeline import drift
 from deepseg.pipeline.model_store import TrainedModel, save_trained
 from deepseg.pipeline.profiles import write_profiles
+from deepseg.pipeline.report import write_model_report
 from deepseg.pipeline.runs import new_run_id, utcnow
 from deepseg.pipeline.tables import last_commit, read_table
 from deepseg.pipeline.validate import InputError, check_features_table, check_labels, describe
@@ -34,8 +36,8 @@ log = logging.getLogger("deepseg")
 
 
 def train_job(spark: "SparkSession", cfg: "Config", resume: bool = False) -> TrainedModel:
-    """Train on ``features`` labelled by ``survey_segments``; save ``models/<version>/`` and
-    its segments' profiles (``segment_profiles``).
+    """Train on ``features`` labelled by ``survey_segments``; save ``models/<version>/``, its
+    segments' profiles (``segment_profiles``) and its report (``models/<version>/report.html``).
 
     The training state is checkpointed under ``models/_train_checkpoint/`` after every
     iteration; `resume` continues a killed run from there (same result as an uninterrupted run).
@@ -86,6 +88,7 @@ def train_job(spark: "SparkSession", cfg: "Config", resume: bool = False) -> Tra
     finally:
         scored.unpersist()
     _log_to_mlflow(version, metadata, result.history, Path(trained.path))
+    write_model_report(spark, cfg, trained)  # into the version folder, and that MLflow run
     checkpoint.clear()  # the model is saved: nothing left to resume
     log.info("train: model %s (%d classes, %d features, %d iterations) -> %s",
              version, n_classes, len(names), len(result.history), trained.path)

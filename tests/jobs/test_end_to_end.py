@@ -69,7 +69,9 @@ def test_schemas(spark, cfg, run):
 
     assert types("features") == {"user_id": "bigint", "features": "array<float>", "feature_hash": "bigint"}
     assert types("survey_segments") == {"user_id": "bigint", "segment": "int", "run_id": "string"}
-    assert set(types("survey_invitations")) == {"user_id", "stratum", "invited_at", "run_id"}
+    assert types("survey_invitations") == {
+        "user_id": "bigint", "stratum": "string", "wave": "int", "reason": "string", "model_version": "string",
+        "invited_at": "timestamp", "run_id": "string"}
     assert _table(spark, cfg, "user_segments").columns == list(SEGMENT_COLUMNS)
     assert _table(spark, cfg, "audiences").columns == list(AUDIENCE_COLUMNS)
     assert types("user_segments") == {
@@ -266,3 +268,18 @@ def test_profiles_recover_the_generators_defining_answer_and_attribute(spark, cf
         found = {(a.attribute, a.value): a.effect if a.kind == "smd" else np.log(a.effect) for a in row.attributes}
         assert strongest in found and np.sign(found[strongest]) == np.sign(effects[strongest]), (
             row.segment, strongest, effects[strongest], found)
+
+
+def test_train_writes_a_report_that_renders_in_chromium(spark, cfg, run, tmp_path):
+    """The train job's report (in its model version folder): every segment's section, with its
+    charts, every image loaded, no console error."""
+    from tests.browser import view
+
+    trained, k = run.trained, run.trained.metadata["n_classes"]
+    path = Path(trained.path) / "report.html"
+    seen = view(path, tmp_path / "train-report.png", [f"segment-{s}" for s in range(k)])
+    assert seen["errors"] == [] and seen["images"] and all(i["ok"] for i in seen["images"]), seen
+    for s in range(k):
+        section = seen["sections"][f"segment-{s}"]
+        assert section is not None and section["heading"].startswith(f"Segment {s}") and section["images"] >= 1
+    assert trained.version in path.read_text()
