@@ -11,7 +11,7 @@ PYTEST_ARGS ?= -m "not slow"
 $(VENV)/.installed: pyproject.toml scripts/install_jars.py
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[spark,dev]'
 	$(PY) scripts/install_jars.py
 	touch $@
 
@@ -43,7 +43,8 @@ bench-tsvm: setup
 	$(PY) -m benchmarks.tsvm_scaling
 
 # Survey waves (issue 21): a second wave of 500 chosen `active` vs stratified random, 10 seeds,
-# 20k synthetic users in memory; writes benchmarks/results/survey.json and its docs/benchmarks.md section.
+# 10k synthetic users in memory (~15-25 min on 2 cores); writes benchmarks/results/survey.json and its
+# docs/benchmarks.md section.
 bench-survey: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(PY) -m benchmarks.survey
 

@@ -12,7 +12,7 @@
     deepseg params                       the method's parameters (training.* keys): defaults, rules
 
 Exit status: 0 done; 2 bad configuration, missing or invalid input table, incompatible model,
-or a --resume checkpoint from other data or settings (one line on stderr naming the key, table,
+a --resume checkpoint from other data or settings, or no pyspark/delta-spark installed (one line on stderr naming the key, table,
 column and value; no table or model was written);
 3 lost a table commit to a concurrent run, after retries (nothing written; rerun); 1 anything
 else (with its traceback).
@@ -21,6 +21,7 @@ else (with its traceback).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import sys
@@ -28,6 +29,18 @@ import sys
 from deepseg import pipeline
 
 log = logging.getLogger("deepseg")
+
+
+class MissingSpark(RuntimeError):
+    """pyspark or delta-spark is not installed (the ``spark`` extra)."""
+
+
+def _require_spark() -> None:
+    missing = [dist for dist, module in (("pyspark", "pyspark"), ("delta-spark", "delta"))
+               if importlib.util.find_spec(module) is None]
+    if missing:
+        raise MissingSpark(f"needs {' and '.join(missing)}, not installed here: pip install 'deepseg[spark]' "
+                           f"(Databricks, EMR and Dataproc runtimes bring their own)")
 
 
 def _spark(cfg):
@@ -118,6 +131,7 @@ def main(argv=None) -> int:
     from deepseg.pipeline.validate import InputError
 
     try:
+        _require_spark()
         if args.command == "demo":
             from deepseg.demo import format_summary, run_demo
 
@@ -127,7 +141,7 @@ def main(argv=None) -> int:
         spark = _spark(cfg)
         with pipeline.timed(args.command):
             result = STAGES[args.command](spark, cfg, args)
-    except (ConfigError, InputError, FileNotFoundError, CheckpointMismatchError) as e:
+    except (ConfigError, InputError, FileNotFoundError, CheckpointMismatchError, MissingSpark) as e:
         # Expected errors (bad configuration, bad or missing input, incompatible model): one line
         # naming the key/table/column/value, exit status 2, nothing written. Anything else is a
         # bug or an infrastructure failure: its traceback propagates (exit status 1).
