@@ -153,8 +153,11 @@ class FeatureSpec:
 @dataclasses.dataclass(frozen=True)
 class SurveySettings:
     invitations: int  # users to invite per survey wave
-    sampling: str  # stratified | uniform
-    strata: str | None  # users column for stratified sampling
+    sampling: str  # stratified | uniform | active (the current model's choice)
+    strata: str | None  # users column for stratified sampling (and active's fallback)
+    uncertainty: str  # active: margin | entropy of the user's propensities
+    active_candidates: int  # active: this many x invitations most uncertain users are drawn from
+    redefine: bool  # cluster the answers anew (new survey model version), not the saved segments
     questions: tuple[str, ...] | None  # answer columns; None: every column but user_id
     method: str  # kmeans | gmm
     n_segments: int | None  # None: choose c in k_range by silhouette (kmeans) / BIC (gmm)
@@ -164,8 +167,10 @@ class SurveySettings:
     seed: int
 
     _constraints: ClassVar[dict] = {
-        "invitations": _POSITIVE_INT, "sampling": [StrOptions({"stratified", "uniform"})],
-        "strata": [str, None], "questions": [list, None], "method": [StrOptions({"kmeans", "gmm"})],
+        "invitations": _POSITIVE_INT, "sampling": [StrOptions({"stratified", "uniform", "active"})],
+        "strata": [str, None], "uncertainty": [StrOptions({"margin", "entropy"})],
+        "active_candidates": _POSITIVE_INT, "redefine": ["boolean"],
+        "questions": [list, None], "method": [StrOptions({"kmeans", "gmm"})],
         "n_segments": [Interval(Integral, 2, None, closed="left"), None], "k_range": [list],
         "n_init": _POSITIVE_INT, "max_iter": _POSITIVE_INT,
         "seed": [Interval(Integral, 0, None, closed="left")],

@@ -1,4 +1,4 @@
-"""①⑦ The only Delta Lake I/O of deepseg: read a table, overwrite one, merge segments into one.
+"""①⑦ The only Delta Lake I/O of deepseg: read a table, overwrite or append to one, merge segments into one.
 
 Every write is one Delta commit stamped with job metadata (``userMetadata``: a JSON object with
 the job name, ``run_id`` and, where there is one, ``model_version``), so ``DESCRIBE HISTORY``
@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "CONFLICT_RETRIES",
     "ConcurrentWriteError",
+    "append_table",
     "last_commit",
     "merge_segments",
     "read_table",
@@ -79,6 +80,22 @@ def write_table(df: "DataFrame", path: str, metadata: Mapping | None = None) -> 
     if metadata:
         writer = writer.option("userMetadata", _json(metadata))
     with _conflicts_raised(path, "overwrite", metadata):
+        writer.save(path)
+
+
+def append_table(df: "DataFrame", path: str, metadata: Mapping | None = None,
+                 txn: tuple[str, int] | None = None) -> None:
+    """Append `df` to the table at `path` (created if missing) in one Delta commit.
+
+    With `txn` (application id, version) the append is idempotent: Delta skips it when that
+    application already committed this version or a later one to the table.
+    """
+    writer = df.write.format("delta").mode("append")
+    if metadata:
+        writer = writer.option("userMetadata", _json(metadata))
+    if txn:
+        writer = writer.option("txnAppId", txn[0]).option("txnVersion", str(int(txn[1])))
+    with _conflicts_raised(path, "append", metadata):
         writer.save(path)
 
 
