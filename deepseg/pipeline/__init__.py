@@ -7,19 +7,22 @@ notebooks -- is one call of a function here, taking a SparkSession and a :class:
 job                 reads                                       writes
 ==================  ==========================================  ===============================
 features_job        users, events                               features (+ its fitted pipeline)
-survey_job          users, survey_responses                     survey_invitations, survey_segments
-train_job           features, survey_segments                   models/<version>/
+survey_job          users, survey_responses (+ model: active)   survey_invitations (append), survey_segments
+train_job           features, survey_segments                   models/<version>/, segment_profiles
 score_job           users, events, model                        user_segments (MERGE)
 profiles_job        user_segments, users, survey tables         segment_profiles (MERGE)
 audiences_job       user_segments                               audiences (+ CSV export)
-refresh_job         users, events, user_segments, model         user_segments, audiences (+ retrain)
+refresh_job         users, events, user_segments, model         user_segments, segment_profiles,
+                                                                audiences, report (+ retrain)
 ==================  ==========================================  ===============================
 
-One module per stage, in the order data flows: :mod:`.features`, :mod:`.survey`, :mod:`.train`,
-:mod:`.score`, :mod:`.profiles`, :mod:`.audiences`, :mod:`.refresh`; each holds its stage's DataFrame functions
-and its job. Shared by them: :mod:`.tables` (the only Delta I/O), :mod:`.validate` (input
-checks), :mod:`.runs` (run ids, timings), :mod:`.model_store` (model version directories) and
-:mod:`.drift` (the population profiles that train stores and refresh compares).
+A module per stage, in the order data flows: :mod:`.features`, :mod:`.survey` (with
+:mod:`.survey_waves`, whom to invite, and :mod:`.survey_segments`, answers -> saved segments),
+:mod:`.train`, :mod:`.score`, :mod:`.profiles`, :mod:`.audiences`, :mod:`.refresh`; each holds its
+stage's DataFrame functions and its job. Shared by them: :mod:`.tables` (the only Delta I/O),
+:mod:`.validate` (input checks), :mod:`.runs` (run ids, timings), :mod:`.model_store` (model
+version directories), :mod:`.drift` (the population profiles that train stores and refresh
+compares) and :mod:`.report` (the run report of a model version).
 """
 
 from deepseg.pipeline.audiences import audiences_job
