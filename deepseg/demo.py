@@ -41,7 +41,6 @@ from deepseg.pipeline import (
     audiences_job,
     features_job,
     new_run_id,
-    profiles_job,
     score_job,
     survey_job,
     timed,
@@ -262,8 +261,6 @@ def run_demo(n_users: int | None = None, out: str | None = None, conf: str = "co
     `conf` is the environment overlay (with `overrides` on top); the demo's settings come from
     ``demo.yaml`` in its folder.
     """
-    from deepseg.pipeline.report import report_data
-    from deepseg.report import write_report
     from deepseg.spark.session import get_spark
 
     cfg = load_config(conf, merge({"data": {"root": str(out)}} if out is not None else {}, overrides or {}))
@@ -287,14 +284,6 @@ def run_demo(n_users: int | None = None, out: str | None = None, conf: str = "co
             audiences = audiences_job(spark, cfg)
         with timed("evaluate", seconds):
             metrics = evaluate(spark, cfg, trained, settings)
-        report_path = None
-        if report:
-            with timed("report", seconds):
-                if not _profiled(spark, cfg, trained.version):
-                    profiles_job(spark, cfg)
-                data = report_data(spark, cfg, trained)
-                truth = _report_data(spark, cfg, trained, settings, metrics["mapping"])
-                report_path = str(Path(cfg.data.root) / "report.html")
     summary = {
         "root": str(Path(cfg.data.root).resolve()),
         "tables": {**tables, **{n: cfg.data.table_path(n) for n in
@@ -310,30 +299,34 @@ def run_demo(n_users: int | None = None, out: str | None = None, conf: str = "co
         "export_dir": audiences["export_dir"],
         **{k: v for k, v in metrics.items() if k != "mapping"},
         "seconds": seconds,
-        "report": report_path,
+        "report": None,
     }
     if report:
-        accuracy = {label: metrics[key] for key, label in (
-            ("survey_accuracy", "accuracy of the survey clusters (respondents)"),
-            ("deepseg_accuracy", "accuracy of deepseg, all users"),
-            ("deepseg_accuracy_unlabeled", "accuracy of deepseg, unlabelled users"),
-            ("supervised_accuracy", "accuracy of the supervised-only baseline, all users"),
-            ("supervised_accuracy_unlabeled", "accuracy of the supervised-only baseline, unlabelled users"))}
-        write_report(report_path, {
-            **data, "title": "deepseg demo report",
-            "summary": {"users generated": summary["n_users"], "data root": summary["root"],
-                        **data["summary"], "audience sizes": summary["audiences"], "seconds": seconds},
-            "ground_truth": {**truth, "metrics": accuracy}})
+        with timed("report", seconds):
+            summary["report"] = write_demo_report(spark, cfg, trained, settings, metrics, {
+                "users generated": summary["n_users"], "data root": summary["root"],
+                "audience sizes": summary["audiences"], "seconds": seconds})
     return summary
 
 
-def _profiled(spark: "SparkSession", cfg: Config, version: str) -> bool:
-    """Whether ``segment_profiles`` holds model `version`'s segments (the train job writes them)."""
-    from pyspark.sql import functions as F
+def write_demo_report(spark: "SparkSession", cfg: Config, trained: TrainedModel, settings: GenerateSettings,
+                      metrics: dict, summary: dict) -> str:
+    """``<root>/report.html``: the run report of model `trained` (as train writes it into the
+    model folder) plus the ground-truth section (`metrics` from :func:`evaluate`)."""
+    from deepseg.pipeline.report import report_data
+    from deepseg.report import write_report
 
-    path = cfg.data.table_path("segment_profiles")
-    return table_exists(spark, path) and not read_table(spark, cfg, "segment_profiles").filter(
-        F.col("model_version") == version).isEmpty()
+    data = report_data(spark, cfg, trained)
+    truth = _report_data(spark, cfg, trained, settings, metrics["mapping"])
+    accuracy = {label: metrics[key] for key, label in (
+        ("survey_accuracy", "accuracy of the survey clusters (respondents)"),
+        ("deepseg_accuracy", "accuracy of deepseg, all users"),
+        ("deepseg_accuracy_unlabeled", "accuracy of deepseg, unlabelled users"),
+        ("supervised_accuracy", "accuracy of the supervised-only baseline, all users"),
+        ("supervised_accuracy_unlabeled", "accuracy of the supervised-only baseline, unlabelled users"))}
+    return write_report(Path(cfg.data.root) / "report.html", {
+        **data, "title": "deepseg demo report", "summary": {**summary, **data["summary"]},
+        "ground_truth": {**truth, "metrics": accuracy}})
 
 
 def format_summary(summary: dict) -> str:

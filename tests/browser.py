@@ -28,7 +28,7 @@ def browser():
 
 def view(path: str | Path, screenshot: Path, sections: list[str]) -> dict:
     """Load file `path`; return its console/page ``errors``, every image's ``alt`` and ``ok``
-    (loaded, non-empty), and per id in `sections` its ``heading`` (h3), ``text`` and ``images``
+    (loaded, non-empty), and per id in `sections` its ``heading`` (first h2/h3), ``text`` and ``images``
     count. A full-page screenshot goes to `screenshot` (kept as a CI artefact)."""
     with browser() as pw:
         chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
@@ -44,7 +44,7 @@ def view(path: str | Path, screenshot: Path, sections: list[str]) -> dict:
             for name in sections:
                 section = page.locator(f"#{name}")
                 found[name] = None if section.count() == 0 else {
-                    "heading": section.locator("h3").inner_text(), "text": section.inner_text(),
+                    "heading": section.locator("h2, h3").first.inner_text(), "text": section.inner_text(),
                     "images": section.locator("img").count()}
             scripts = page.locator("script").count()
             page.screenshot(path=str(screenshot), full_page=True)

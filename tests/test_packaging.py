@@ -17,8 +17,6 @@ import venv
 from importlib.metadata import version
 from pathlib import Path
 
-import pytest
-
 from deepseg import cli
 
 REPO = Path(__file__).resolve().parents[1]

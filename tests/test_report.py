@@ -4,7 +4,6 @@ inputs refused before any file is written, and written atomically."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -283,3 +283,18 @@ def test_train_writes_a_report_that_renders_in_chromium(spark, cfg, run, tmp_pat
         section = seen["sections"][f"segment-{s}"]
         assert section is not None and section["heading"].startswith(f"Segment {s}") and section["images"] >= 1
     assert trained.version in path.read_text()
+
+
+def test_the_demo_report_is_the_run_report_plus_ground_truth(spark, cfg, run, tmp_path):
+    from deepseg.demo import evaluate, write_demo_report
+    from tests.browser import view
+
+    trained, k = run.trained, run.trained.metadata["n_classes"]
+    metrics = evaluate(spark, cfg, trained, run.settings)
+    path = write_demo_report(spark, cfg, trained, run.settings, metrics, {"users generated": N_USERS})
+    assert path == str(Path(cfg.data.root) / "report.html")
+    seen = view(path, tmp_path / "demo-report.png", [*(f"segment-{s}" for s in range(k)), "ground-truth"])
+    assert seen["errors"] == [] and all(i["ok"] for i in seen["images"]), seen
+    assert all(seen["sections"][f"segment-{s}"] is not None for s in range(k))
+    truth = seen["sections"]["ground-truth"]
+    assert truth is not None and truth["images"] >= 3 and "accuracy of deepseg, all users" in truth["text"]
