@@ -15,9 +15,7 @@ rules and docs are kept there, never repeated here) and builds a ``DeepSegConfig
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
-import typing
 from collections.abc import Mapping
 from datetime import date
 from numbers import Integral, Real
@@ -25,29 +23,28 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-import yaml
-from sklearn.utils._param_validation import (
-    InvalidParameterError,
-    Interval,
-    StrOptions,
-    validate_parameter_constraints,
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from deepseg.locations import Table, check_location, join, parse_table
+from deepseg.yamlconf import (
+    IDENTIFIER,
+    MODEL_VERSION,
+    ConfigError,
+    merge,
 )
+from deepseg.yamlconf import build as _build
+from deepseg.yamlconf import check_identifier as _check_identifier
+from deepseg.yamlconf import check_keys as _check_keys
+from deepseg.yamlconf import check_relative_path as _check_relative_path
+from deepseg.yamlconf import read_yaml as _read_yaml
+from deepseg.yamlconf import suggest as _suggest
+from deepseg.yamlconf import validate as _validate
 
 __all__ = ["Config", "ConfigError", "load_config", "IDENTIFIER", "MODEL_VERSION"]
 
-#: Table and column names: plain SQL identifiers, safe to splice into SQL and paths (checked with
-#: ``fullmatch``: ``$`` alone would let a trailing newline through).
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-#: Model version folder names (``20250101T000000-abc123``): no separators, no "..".
-MODEL_VERSION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _POSITIVE_INT = [Interval(Integral, 1, None, closed="left")]
 
 
-class ConfigError(ValueError):
-    """A bad configuration; the message names the dotted key and the offending value."""
-
-
-# ------------------------------------------------------------------ sections
 @dataclasses.dataclass(frozen=True)
 class SparkSettings:
     app_name: str
@@ -61,30 +58,54 @@ class SparkSettings:
 TABLES = ("users", "events", "survey_responses", "features", "survey_invitations", "survey_segments",
           "user_segments", "segment_profiles", "audiences")
 
-
 @dataclasses.dataclass(frozen=True)
 class DataSettings:
-    root: str  # folder (local path, /Volumes/..., /dbfs/...) holding the tables and models
+    root: str  # folder or URI (local path, /Volumes/..., s3a://bucket/prefix, ...) of tables and models
     models: str  # model versions live in <root>/<models>/<version>/
-    tables: Mapping[str, str]  # logical name -> Delta table folder name
+    tables: Mapping[str, str]  # logical name -> folder under root, location, or catalog table name
+    catalog: str | None = None  # with `schema`: the catalog of bare table names
+    schema: str | None = None  # set: bare names in `tables` are catalog tables <catalog>.<schema>.<name>
 
-    _constraints: ClassVar[dict] = {"root": [str], "models": [str], "tables": [dict]}
+    _constraints: ClassVar[dict] = {"root": [str], "models": [str], "tables": [dict],
+                                    "catalog": [str, None], "schema": [str, None]}
 
     def __post_init__(self):
         _check_keys(self.tables, TABLES, "data.tables")
-        for name, table in self.tables.items():
-            _check_identifier(table, f"data.tables.{name}")
+        try:
+            check_location(self.root)
+        except ValueError as e:
+            raise ConfigError(f"data.root{e}") from None
+        for key in ("catalog", "schema"):
+            if getattr(self, key) is not None:
+                _check_identifier(getattr(self, key), f"data.{key}")
+        if self.catalog is not None and self.schema is None:
+            raise ConfigError(f"data.catalog is {self.catalog!r} but data.schema is null: set the schema "
+                              f"that bare table names live in")
+        for name in self.tables:
+            self.table(name)  # every entry parses
         _check_identifier(self.models, "data.models")
 
-    def table_path(self, name: str) -> str:
-        """Location of logical table `name` (a key of ``data.tables``)."""
+    def table(self, name: str) -> Table:
+        """Where logical table `name` (a key of ``data.tables``) lives (see
+        :func:`deepseg.locations.parse_table`)."""
         if name not in self.tables:
             raise ConfigError(f"no table {name!r} in data.tables (did you mean {_suggest(name, self.tables)!r}?)")
-        return str(Path(self.root) / self.tables[name])
+        try:
+            return parse_table(self.tables[name], self.root, self.catalog, self.schema)
+        except ValueError as e:
+            raise ConfigError(f"data.tables.{name}{e}") from None
+
+    def table_path(self, name: str) -> str:
+        """Where logical table `name` lives, as text: its location or its quoted catalog name."""
+        return str(self.table(name))
+
+    def under_root(self, name: str) -> str:
+        """`name` (a file or folder name) under ``data.root``."""
+        return join(self.root, name)
 
     @property
     def models_path(self) -> str:
-        return str(Path(self.root) / self.models)
+        return self.under_root(self.models)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,42 +351,6 @@ def _plain(v):
     return v
 
 
-# ------------------------------------------------------------------ loading
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads ``1e-3`` as a string; read it as the float everyone means."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
-
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        with open(path) as fh:
-            data = yaml.load(fh, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except FileNotFoundError:
-        raise ConfigError(f"configuration file {path} not found") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping at the top level, got {type(data).__name__}")
-    return data
-
-
-def merge(base: Mapping, overlay: Mapping) -> dict:
-    """Deep merge: mappings merge key by key, any other overlay value replaces the base's."""
-    out = dict(base)
-    for key, value in overlay.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def load_config(path: str | Path = "conf/local.yaml", overrides: Mapping | None = None) -> Config:
     """Build the :class:`Config` of ``base.yaml`` (next to `path`) + `path` + `overrides`.
 
@@ -381,68 +366,3 @@ def load_config(path: str | Path = "conf/local.yaml", overrides: Mapping | None 
     if overrides:
         data = merge(data, overrides)
     return _build(Config, data, "", sources=tuple(str(s) for s in sources))
-
-
-# ------------------------------------------------------------------ validation helpers
-def _suggest(key, valid) -> str | None:
-    close = difflib.get_close_matches(str(key), [str(v) for v in valid], n=1, cutoff=0.5)
-    return close[0] if close else None
-
-
-def _check_keys(data: Mapping, valid, prefix: str) -> None:
-    valid = list(valid)
-    dot = f"{prefix}." if prefix else ""
-    for key in data:
-        if key not in valid:
-            close = _suggest(key, valid)
-            hint = f"did you mean '{dot}{close}'?" if close else f"valid keys: {', '.join(map(str, valid))}"
-            raise ConfigError(f"unknown key '{dot}{key}' ({hint})")
-
-
-def _check_identifier(value, key: str) -> None:
-    if not isinstance(value, str) or not IDENTIFIER.fullmatch(value):
-        raise ConfigError(f"{key} must be an identifier matching {IDENTIFIER.pattern}, got {value!r}")
-
-
-def _check_relative_path(value, key: str) -> None:
-    """A relative path of identifier-like parts: it cannot leave ``data.root``."""
-    parts = value.split("/") if isinstance(value, str) else []
-    if not parts or not all(MODEL_VERSION.fullmatch(p) for p in parts):
-        raise ConfigError(f"{key} must be a relative path of names matching {MODEL_VERSION.pattern} "
-                          f"(no '..', no leading '/'), got {value!r}")
-
-
-def _validate(constraints: dict, params: dict) -> None:
-    try:
-        validate_parameter_constraints(constraints, params, caller_name="the configuration")
-    except InvalidParameterError as e:
-        raise ConfigError(str(e)) from None
-
-
-def _build(cls, data, prefix: str, **extra):
-    """`cls` from `data`, recursing into dataclass-typed fields; `prefix` dots the key names."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{prefix.rstrip('.') or 'the configuration'} must be a mapping, got {data!r}")
-    if hasattr(cls, "from_mapping"):
-        return cls.from_mapping(data, prefix.rstrip("."))
-    types = typing.get_type_hints(cls)
-    fields = [f.name for f in dataclasses.fields(cls) if f.name not in extra]
-    _check_keys(data, fields, prefix.rstrip("."))
-    missing = [k for k in fields if k not in data]
-    if missing:
-        raise ConfigError(f"missing key '{prefix}{missing[0]}' (conf/base.yaml must define it)")
-    values = {}
-    for name in fields:
-        value = data[name]
-        if dataclasses.is_dataclass(types[name]):
-            value = _build(types[name], value, f"{prefix}{name}.")
-        values[name] = value
-    constraints = getattr(cls, "_constraints", {})
-    _validate({prefix + k: c for k, c in constraints.items()},
-              {prefix + k: values[k] for k in constraints})
-    for name, value in values.items():  # lists become tuples, mappings read-only: truly frozen
-        if isinstance(value, list):
-            values[name] = tuple(value)
-        elif isinstance(value, dict):
-            values[name] = MappingProxyType(dict(value))
-    return cls(**values, **extra)

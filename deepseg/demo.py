@@ -127,7 +127,7 @@ def generate_tables(spark: "SparkSession", cfg: Config, settings: GenerateSettin
     run_id = new_run_id()
     syn = settings.synthetic_config(n_users)
     staging = Path(cfg.data.root) / f"_staging_{run_id}"
-    paths = {**{name: cfg.data.table_path(name) for name in INPUTS}, TRUTH: settings.truth_path(cfg)}
+    paths = {**{name: cfg.data.table(name) for name in INPUTS}, TRUTH: settings.truth_path(cfg)}
     try:
         for i, chunk in enumerate(iter_user_chunks(chunk_size=settings.chunk_size, config=syn)):
             for name in paths:
@@ -143,7 +143,7 @@ def generate_tables(spark: "SparkSession", cfg: Config, settings: GenerateSettin
                         {"job": "generate", "run_id": run_id, "n_users": syn.n_users, "seed": syn.seed})
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return paths
+    return {name: str(table) for name, table in paths.items()}
 
 
 # ------------------------------------------------------------------ evaluation

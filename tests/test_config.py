@@ -57,10 +57,49 @@ def test_unknown_key_in_an_overlay_file(tmp_path):
         load_config(tmp_path / "env.yaml")
 
 
-@pytest.mark.parametrize("name", ["user-segments", "1users", "users; DROP TABLE x", "", "a.b"])
-def test_bad_table_identifier(name):
-    with pytest.raises(ConfigError, match=r"data\.tables\.user_segments must be an identifier"):
+_MALICIOUS = ["users; DROP TABLE x", "`users`", "a`b", "x` ; DROP TABLE y; --", "users --", "a b",
+              "../users", "users\n"]
+
+
+@pytest.mark.parametrize("name", ["user-segments", "1users", "", "a..b", "a.b.c.d", "x`; DROP TABLE y; --`",
+                                  "`a``b`", "`a`.`b`c`", "dir/users",
+                                  *(m for m in _MALICIOUS if m != "`users`")])  # `users` is a quoted name
+def test_bad_table_name(name):
+    """Table names reach SQL (MERGE, saveAsTable, DESCRIBE): none can inject SQL or leave data.root."""
+    with pytest.raises(ConfigError, match=r"data\.tables\.user_segments must be a"):
         load_config(CONF / "local.yaml", {"data": {"tables": {"user_segments": name}}})
+
+
+@pytest.mark.parametrize("entry, schema, table", [
+    ("user_segments", None, {"path": str(Path("/d") / "user_segments")}),  # a folder under data.root
+    ("user_segments", "deepseg", {"name": "`deepseg`.`user_segments`"}),
+    ("seg", ("main", "deepseg"), {"name": "`main`.`deepseg`.`seg`"}),
+    ("marketing.user_segments", "deepseg", {"name": "`marketing`.`user_segments`"}),
+    ("main.`my-schema`.`user segments`", None, {"name": "`main`.`my-schema`.`user segments`"}),
+    ("s3a://bucket/deepseg/user_segments", "deepseg", {"path": "s3a://bucket/deepseg/user_segments"}),
+    ("abfss://c@acct.dfs.core.windows.net/t", None, {"path": "abfss://c@acct.dfs.core.windows.net/t"}),
+    ("/Volumes/main/deepseg/data/t", None, {"path": "/Volumes/main/deepseg/data/t"}),
+    ("dbfs:/deepseg/t", None, {"path": "dbfs:/deepseg/t"}),
+])
+def test_tables_by_name_or_by_location(entry, schema, table):
+    from deepseg.config import Table
+
+    catalog, schema = schema if isinstance(schema, tuple) else (None, schema)
+    cfg = load_config(CONF / "local.yaml", {"data": {"root": "/d", "catalog": catalog, "schema": schema,
+                                                     "tables": {"user_segments": entry}}})
+    assert cfg.data.table("user_segments") == Table(**table)
+
+
+def test_uris_are_joined_as_uris_and_bad_schemes_refused():
+    cfg = load_config(CONF / "local.yaml", {"data": {"root": "s3a://bucket/deepseg/"}})
+    assert cfg.data.table("users").path == "s3a://bucket/deepseg/users"
+    assert cfg.data.models_path == "s3a://bucket/deepseg/models"
+    with pytest.raises(ConfigError, match=r"data\.tables\.users: unsupported URI scheme 'http'"):
+        load_config(CONF / "local.yaml", {"data": {"tables": {"users": "http://host/users"}}})
+    with pytest.raises(ConfigError, match=r"data\.root: unsupported URI scheme 'ftp'"):
+        load_config(CONF / "local.yaml", {"data": {"root": "ftp://host/d"}})
+    with pytest.raises(ConfigError, match=r"data\.catalog is 'main' but data\.schema is null"):
+        load_config(CONF / "local.yaml", {"data": {"catalog": "main"}})
 
 
 @pytest.mark.parametrize("overrides, key, value", [
@@ -141,13 +180,8 @@ def test_unknown_validation_key_suggests_the_closest():
         load_config(CONF / "local.yaml", {"training": {"min_labelled_per_segment": 3}})
 
 
-_MALICIOUS = ["users; DROP TABLE x", "`users`", "a`b", "x` ; DROP TABLE y; --", "users --", "a b",
-              "../users", "users\n"]
-
-
 @pytest.mark.parametrize("name", _MALICIOUS)
 @pytest.mark.parametrize("overrides, key", [
-    (lambda v: {"data": {"tables": {"users": v}}}, "data.tables.users"),
     (lambda v: {"data": {"models": v}}, "data.models"),
     (lambda v: {"features": {"numeric": ["age", v], "log1p": []}}, r"features.numeric\[1\]"),
     (lambda v: {"features": {"categorical": [v]}}, r"features.categorical\[0\]"),

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deepseg.pipeline.runs import commit_metadata, new_run_id
-from deepseg.pipeline.tables import last_commit, read_table, retry_on_conflict, same_rows, table_exists, write_table
+from deepseg.pipeline.tables import (
+    last_commit,
+    load_table,
+    read_table,
+    retry_on_conflict,
+    same_rows,
+    table_exists,
+    write_table,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -142,7 +150,7 @@ def audiences_job(spark: "SparkSession", cfg: "Config") -> dict:
     version (its ``_deepseg_export.json`` says which).
     """
     run_id, a = new_run_id(), cfg.audiences
-    path = cfg.data.table_path("audiences")
+    path = cfg.data.table("audiences")
     export_dir = str(Path(cfg.data.root) / a.export_dir)
 
     def attempt(i: int) -> bool:
@@ -162,12 +170,12 @@ def audiences_job(spark: "SparkSession", cfg: "Config") -> dict:
     changed = retry_on_conflict(attempt, f"audiences into {path}")
     commit = last_commit(spark, path)
     version = commit["version"]
-    written = spark.read.format("delta").option("versionAsOf", version).load(path)
-    stamp = {"table": path, "version": version, "committed_at": str(commit["timestamp"])}
+    written = load_table(spark, path, version)
+    stamp = {"table": str(path), "version": version, "committed_at": str(commit["timestamp"])}
     if export_stamp(export_dir) != stamp:
         export_csv(written, export_dir, stamp=stamp)
     sizes = {r.segment: r["count"] for r in written.groupBy("segment").count().collect()}
     log.info("audiences: %s users per segment -> %s (%s), %s", dict(sorted(sizes.items())), path,
              f"version {version}" if changed else f"unchanged at version {version}", export_dir)
-    return {"run_id": run_id, "table": path, "version": version, "changed": changed,
+    return {"run_id": run_id, "table": str(path), "version": version, "changed": changed,
             "export_dir": export_dir, "sizes": dict(sorted(sizes.items()))}

@@ -228,8 +228,10 @@ def feature_names(pipeline: "PipelineModel") -> list[str]:
 
 # ------------------------------------------------------------------ the job
 def feature_pipeline_path(cfg: "Config") -> str:
-    """Where the features job leaves the pipeline that made the ``features`` table."""
-    return cfg.data.table_path("features") + "_pipeline"
+    """Where the features job leaves the pipeline that made the ``features`` table: beside a
+    located table, else ``<data.root>/feature_pipeline``."""
+    table = cfg.data.table("features")
+    return table.path + "_pipeline" if table.path else cfg.data.under_root("feature_pipeline")
 
 
 def current_features(spark: "SparkSession", cfg: "Config", pipeline: "PipelineModel") -> "DataFrame":
@@ -248,11 +250,11 @@ def features_job(spark: "SparkSession", cfg: "Config") -> dict:
         pipeline = fit_feature_pipeline(rows, cfg.features)
         pipeline.write().overwrite().save(feature_pipeline_path(cfg))
         names = feature_names(pipeline)
-        path = cfg.data.table_path("features")
+        path = cfg.data.table("features")
         write_table(with_feature_hash(transform_features(pipeline, rows)), path,
                     commit_metadata("features", run_id, feature_names=names))
     finally:
         rows.unpersist()
     log.info("features: %d per user -> %s", len(names), path)
-    return {"run_id": run_id, "table": path, "n_features": len(names), "pipeline": feature_pipeline_path(cfg),
+    return {"run_id": run_id, "table": str(path), "n_features": len(names), "pipeline": feature_pipeline_path(cfg),
             "imputed": imputed}

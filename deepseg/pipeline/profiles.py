@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING
 
 from deepseg.pipeline.model_store import load_trained
 from deepseg.pipeline.runs import commit_metadata, new_run_id
-from deepseg.pipeline.tables import merge_segments, read_table, retry_on_conflict, same_rows, table_exists
+from deepseg.pipeline.tables import (
+    load_table,
+    merge_segments,
+    read_table,
+    retry_on_conflict,
+    same_rows,
+    table_exists,
+)
 from deepseg.pipeline.validate import InputError, describe
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -70,13 +77,13 @@ def write_profiles(spark: "SparkSession", cfg: "Config", version: str, scored: "
     """
     from pyspark.sql import functions as F
 
-    run_id, path = new_run_id(), cfg.data.table_path("segment_profiles")
+    run_id, path = new_run_id(), cfg.data.table("segment_profiles")
     try:
         profiles = segment_profiles(
             scored, read_table(spark, cfg, "users"), numeric=cfg.features.numeric,
             categorical=cfg.features.categorical, survey_segments=read_table(spark, cfg, "survey_segments"),
             responses=(read_table(spark, cfg, "survey_responses")
-                       if table_exists(spark, cfg.data.table_path("survey_responses")) else None),
+                       if table_exists(spark, cfg.data.table("survey_responses")) else None),
             questions=cfg.survey.questions,
             names=cfg.segments.names, top_k=cfg.segments.top_k)
     except ValueError as e:  # e.g. segments.names for another number of segments
@@ -89,7 +96,7 @@ def write_profiles(spark: "SparkSession", cfg: "Config", version: str, scored: "
 
     def attempt(i: int) -> bool:
         if table_exists(spark, path):
-            current = spark.read.format("delta").load(path)
+            current = load_table(spark, path)
             if same_rows(df, current.filter(F.col("model_version") == version), ignore=("run_id",)):
                 return False
         merge_segments(spark, df, path, keys=("model_version", "segment"), metadata=meta)

@@ -60,7 +60,7 @@ def report_data(spark: "SparkSession", cfg: "Config", trained: TrainedModel, dri
     from pyspark.sql import functions as F
 
     version, where = trained.version, describe(cfg, "segment_profiles")
-    if not table_exists(spark, cfg.data.table_path("segment_profiles")):
+    if not table_exists(spark, cfg.data.table("segment_profiles")):
         raise InputError(f"{where} does not exist: run `deepseg profiles` for model {version!r} first")
     table = read_table(spark, cfg, "segment_profiles")
     rows = table.filter(F.col("model_version") == version).orderBy("segment").collect()

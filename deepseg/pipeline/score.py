@@ -86,7 +86,7 @@ def score_and_merge(spark: "SparkSession", cfg: "Config", trained: TrainedModel,
     deletes the rows of users no longer in ``users``; nothing is committed when nothing changed.
     A commit that loses to a concurrent run is redone on the winner's version."""
     run_id = new_run_id()
-    path = cfg.data.table_path("user_segments")
+    path = cfg.data.table("user_segments")
     only_changed = cfg.scoring.only_changed if only_changed is None else only_changed
     meta = commit_metadata("score", run_id, model_version=trained.version)
 

@@ -89,12 +89,12 @@ def survey_job(spark: "SparkSession", cfg: "Config") -> SurveyRun:
     if info.n_segments < 2:
         raise InputError(f"{describe(cfg, 'survey_responses')}: the answers form "
                          f"{info.n_segments} segment(s), sizes {info.sizes}; need at least 2")
-    responses_version = last_commit(spark, cfg.data.table_path("survey_responses"))["version"]
+    responses_version = last_commit(spark, cfg.data.table("survey_responses"))["version"]
     wave = invite_wave(spark, cfg, users, responses, run_id)  # a rerun of it appends nothing
     if fitted is not None:
         fitted = save_survey_model(cfg, fitted, run_id, survey_responses_version=responses_version)
         info = fitted.info
-    write_table(segments.withColumn("run_id", F.lit(run_id)), cfg.data.table_path("survey_segments"),
+    write_table(segments.withColumn("run_id", F.lit(run_id)), cfg.data.table("survey_segments"),
                 commit_metadata("survey", run_id, survey=asdict(info), survey_model_version=info.survey_model_version,
                                 survey_responses_version=responses_version, wave=wave.wave))
     log.info("survey: %s %d segments (%s %s), sizes %s, survey model %s%s", info.method, info.n_segments,

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from deepseg.pipeline.runs import commit_metadata
-from deepseg.pipeline.tables import append_table, last_commit, read_table, table_exists
+from deepseg.pipeline.tables import append_table, history, last_commit, read_table, table_exists
 from deepseg.pipeline.validate import InputError, describe
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import Column, DataFrame, SparkSession
 
-    from deepseg.config import Config
+    from deepseg.config import Config, Table
 
 __all__ = ["INVITATION_COLUMNS", "SurveyWave", "active_invitations", "invite_wave", "select_invitations",
            "uncertainty_column"]
@@ -146,11 +146,9 @@ class SurveyWave:
     model_version: str | None  # the model that chose the wave (active), else None
 
 
-def _last_wave(spark: "SparkSession", path: str) -> dict | None:
+def _last_wave(spark: "SparkSession", table: "Table") -> dict | None:
     """The metadata of the latest commit of ``survey_invitations`` that invited a wave."""
-    from delta.tables import DeltaTable
-
-    for row in DeltaTable.forPath(spark, path).history().orderBy("version", ascending=False).collect():
+    for row in history(spark, table):
         meta = json.loads(row.userMetadata) if row.userMetadata else {}
         if meta.get("job") == "survey" and "wave" in meta:
             return meta
@@ -160,11 +158,12 @@ def _last_wave(spark: "SparkSession", path: str) -> dict | None:
 def _check_invitations(invited: "DataFrame", cfg: "Config") -> None:
     missing = [c for c in INVITATION_COLUMNS if c not in invited.columns]
     if missing:
-        path = cfg.data.table_path("survey_invitations")
+        path = cfg.data.table("survey_invitations")
+        path = path.name or f"delta.`{path.path}`"
         raise InputError(
             f"{describe(cfg, 'survey_invitations')} lacks column(s) {missing}: it was written before "
-            f"survey waves were kept. Keep its users as wave 1 (Spark SQL: ALTER TABLE delta.`{path}` "
-            f"ADD COLUMNS (wave INT, reason STRING, model_version STRING); UPDATE delta.`{path}` SET "
+            f"survey waves were kept. Keep its users as wave 1 (Spark SQL: ALTER TABLE {path} "
+            f"ADD COLUMNS (wave INT, reason STRING, model_version STRING); UPDATE {path} SET "
             f"wave = 1, reason = 'before waves'), or move the table aside to start over")
 
 
@@ -181,7 +180,7 @@ def _choose(spark: "SparkSession", cfg: "Config", users: "DataFrame", exclude: "
             trained = load_trained(cfg, cfg.scoring.model_version)
         except FileNotFoundError:
             trained, why = None, "no model yet"
-        if trained is not None and not table_exists(spark, cfg.data.table_path("user_segments")):
+        if trained is not None and not table_exists(spark, cfg.data.table("user_segments")):
             why = "no user scored yet"
         elif trained is not None:
             scored = (read_table(spark, cfg, "user_segments").filter(F.col("model_version") == trained.version)
@@ -211,8 +210,8 @@ def invite_wave(spark: "SparkSession", cfg: "Config", users: "DataFrame", respon
     wave and writes nothing."""
     from pyspark.sql import functions as F
 
-    path = cfg.data.table_path("survey_invitations")
-    answered = {"survey_responses_version": last_commit(spark, cfg.data.table_path("survey_responses"))["version"],
+    path = cfg.data.table("survey_invitations")
+    answered = {"survey_responses_version": last_commit(spark, cfg.data.table("survey_responses"))["version"],
                 "n_respondents": responses.count()}
     exclude, number = responses.select("user_id"), 1
     if table_exists(spark, path):

@@ -24,13 +24,16 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
-    from deepseg.config import Config
+    from deepseg.config import Config, Table
 
 __all__ = [
     "CONFLICT_RETRIES",
     "ConcurrentWriteError",
     "append_table",
+    "delta_table",
+    "history",
     "last_commit",
+    "load_table",
     "merge_segments",
     "read_table",
     "retry_on_conflict",
@@ -58,51 +61,97 @@ class ConcurrentWriteError(RuntimeError):
     """
 
 
-def table_exists(spark: "SparkSession", path: str) -> bool:
+def _as_table(table: "Table | str") -> "Table":
+    from deepseg.config import Table
+
+    return Table(path=table) if isinstance(table, str) else table
+
+
+def table_exists(spark: "SparkSession", table: "Table | str") -> bool:
+    """Whether `table` (a :class:`~deepseg.config.Table`, or a path) is a Delta table.
+
+    A name in an unknown catalog or schema is not one (Spark's error is logged at debug level)."""
+    from delta.tables import DeltaTable
+    from pyspark.errors import AnalysisException
+
+    table = _as_table(table)
+    if table.path is not None:
+        return DeltaTable.isDeltaTable(spark, table.path)
+    try:
+        return spark.catalog.tableExists(table.name) and DeltaTable.isDeltaTable(
+            spark, spark.sql(f"DESCRIBE DETAIL {table.name}").first().location)
+    except AnalysisException as e:
+        log.debug("table %s: %s", table.name, e)
+        return False
+
+
+def load_table(spark: "SparkSession", table: "Table | str", version: int | None = None) -> "DataFrame":
+    """The Delta table `table` (at `version`, default the latest) as a DataFrame."""
+    table = _as_table(table)
+    if table.name is not None:
+        return spark.sql(f"SELECT * FROM {table.name}" + (f" VERSION AS OF {int(version)}" if version is not None
+                                                           else ""))
+    reader = spark.read.format("delta")
+    return (reader.option("versionAsOf", int(version)) if version is not None else reader).load(table.path)
+
+
+def delta_table(spark: "SparkSession", table: "Table | str"):
+    """The :class:`delta.tables.DeltaTable` of `table` (for MERGE and history)."""
     from delta.tables import DeltaTable
 
-    return DeltaTable.isDeltaTable(spark, path)
+    table = _as_table(table)
+    return DeltaTable.forName(spark, table.name) if table.name else DeltaTable.forPath(spark, table.path)
 
 
 def read_table(spark: "SparkSession", cfg: "Config", name: str) -> "DataFrame":
     """The Delta table of logical `name` (a key of ``data.tables``); error naming it if missing."""
-    path = cfg.data.table_path(name)
-    if not table_exists(spark, path):
+    table = cfg.data.table(name)
+    if not table_exists(spark, table):
+        where = "in the catalog (or its catalog or schema does not exist)" if table.name else "at that location"
         raise FileNotFoundError(
-            f"Delta table {name!r} ({cfg.data.tables[name]}) not found at {path}: "
+            f"Delta table {name!r} ({table}) not found {where}: "
             f"run the stage that writes it first (or `deepseg generate` for the synthetic inputs)")
-    return spark.read.format("delta").load(path)
+    return load_table(spark, table)
 
 
-def write_table(df: "DataFrame", path: str, metadata: Mapping | None = None) -> None:
-    """Replace the table at `path` by `df` (schema included) in one Delta commit."""
+def _save(writer, table: "Table") -> None:
+    if table.name is not None:
+        writer.saveAsTable(table.name)  # a managed table when new
+    else:
+        writer.save(table.path)
+
+
+def write_table(df: "DataFrame", table: "Table | str", metadata: Mapping | None = None) -> None:
+    """Replace `table` by `df` (schema included) in one Delta commit."""
+    table = _as_table(table)
     writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
     if metadata:
         writer = writer.option("userMetadata", _json(metadata))
-    with _conflicts_raised(path, "overwrite", metadata):
-        writer.save(path)
+    with _conflicts_raised(table, "overwrite", metadata):
+        _save(writer, table)
 
 
-def append_table(df: "DataFrame", path: str, metadata: Mapping | None = None,
+def append_table(df: "DataFrame", table: "Table | str", metadata: Mapping | None = None,
                  txn: tuple[str, int] | None = None) -> None:
-    """Append `df` to the table at `path` (created if missing) in one Delta commit.
+    """Append `df` to `table` (created if missing) in one Delta commit.
 
     With `txn` (application id, version) the append is idempotent: Delta skips it when that
     application already committed this version or a later one to the table.
     """
+    table = _as_table(table)
     writer = df.write.format("delta").mode("append")
     if metadata:
         writer = writer.option("userMetadata", _json(metadata))
     if txn:
         writer = writer.option("txnAppId", txn[0]).option("txnVersion", str(int(txn[1])))
-    with _conflicts_raised(path, "append", metadata):
-        writer.save(path)
+    with _conflicts_raised(table, "append", metadata):
+        _save(writer, table)
 
 
-def merge_segments(spark: "SparkSession", df: "DataFrame", path: str,
+def merge_segments(spark: "SparkSession", df: "DataFrame", table: "Table | str",
                    keys: Iterable[str] = ("user_id",), metadata: Mapping | None = None,
                    delete: "DataFrame | None" = None) -> None:
-    """Upsert `df` into the table at `path` on `keys`, and delete the rows whose keys are in
+    """Upsert `df` into `table` on `keys`, and delete the rows whose keys are in
     `delete`, in one Delta commit (the table is created from `df` if missing).
 
     Rows of `df` whose keys match are replaced, others inserted, so merging the same rows twice
@@ -110,12 +159,11 @@ def merge_segments(spark: "SparkSession", df: "DataFrame", path: str,
     hold each key at most once (Delta refuses ambiguous merges) and share no key with `delete`
     (a DataFrame of the key columns).
     """
-    from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    keys = list(keys)
-    if not table_exists(spark, path):
-        write_table(df, path, metadata)
+    keys, table = list(keys), _as_table(table)
+    if not table_exists(spark, table):
+        write_table(df, table, metadata)
         return
     source = df.withColumn(_DELETE_FLAG, F.lit(False))
     if delete is not None:
@@ -123,12 +171,12 @@ def merge_segments(spark: "SparkSession", df: "DataFrame", path: str,
                                     allowMissingColumns=True)
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
     values = {f"`{c}`": f"s.`{c}`" for c in df.columns}
-    merge = (DeltaTable.forPath(spark, path).alias("t")
+    merge = (delta_table(spark, table).alias("t")
              .merge(source.alias("s"), condition)
              .whenMatchedDelete(condition=f"s.`{_DELETE_FLAG}`")
              .whenMatchedUpdate(set=values)
              .whenNotMatchedInsert(condition=f"NOT s.`{_DELETE_FLAG}`", values=values))
-    with _commit_metadata(spark, metadata), _conflicts_raised(path, "merge", metadata):
+    with _commit_metadata(spark, metadata), _conflicts_raised(table, "merge", metadata):
         merge.execute()
 
 
@@ -162,17 +210,21 @@ def same_rows(a: "DataFrame", b: "DataFrame", ignore: Iterable[str] = ()) -> boo
     return a.exceptAll(b).isEmpty() and b.exceptAll(a).isEmpty()
 
 
-def last_commit(spark: "SparkSession", path: str) -> dict:
-    """The latest commit of the table at `path`: version, operation, and its job metadata."""
-    from delta.tables import DeltaTable
+def history(spark: "SparkSession", table: "Table | str", limit: int | None = None) -> list:
+    """`table`'s commits, newest first (``DESCRIBE HISTORY`` rows)."""
+    rows = delta_table(spark, table).history(limit) if limit else delta_table(spark, table).history()
+    return rows.orderBy("version", ascending=False).collect()
 
-    row = DeltaTable.forPath(spark, path).history(1).collect()[0]
+
+def last_commit(spark: "SparkSession", table: "Table | str") -> dict:
+    """The latest commit of `table`: version, operation, and its job metadata."""
+    row = history(spark, table, 1)[0]
     meta = json.loads(row.userMetadata) if row.userMetadata else {}
     return {"version": row.version, "operation": row.operation, "timestamp": row.timestamp, **meta}
 
 
 @contextlib.contextmanager
-def _conflicts_raised(path: str, operation: str, metadata: Mapping | None):
+def _conflicts_raised(table, operation: str, metadata: Mapping | None):
     """Delta's commit conflicts (ConcurrentAppendException, ...) as :class:`ConcurrentWriteError`."""
     import delta.exceptions as dx  # importing it also makes PySpark raise these classes
 
@@ -186,7 +238,7 @@ def _conflicts_raised(path: str, operation: str, metadata: Mapping | None):
         job = f" by job {metadata['job']!r} run {metadata.get('run_id')!r}" if metadata and "job" in metadata else ""
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ConcurrentWriteError(
-            f"Delta table {path}: {operation}{job} lost to a concurrent commit and was not applied "
+            f"Delta table {table}: {operation}{job} lost to a concurrent commit and was not applied "
             f"({type(e).__name__}: {first[:300]})") from e
 
 

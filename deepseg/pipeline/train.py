@@ -51,14 +51,14 @@ def train_job(spark: "SparkSession", cfg: "Config", resume: bool = False) -> Tra
     run_id, trained_at = new_run_id(), utcnow()
     version = f"{trained_at:%Y%m%dT%H%M%S}-{run_id[:6]}"
     features = read_table(spark, cfg, "features")
-    names = last_commit(spark, cfg.data.table_path("features")).get("feature_names")
+    names = last_commit(spark, cfg.data.table("features")).get("feature_names")
     if not names:
         raise InputError(f"{describe(cfg, 'features')}: its last commit records no "
                          f"feature_names (not written by the features job); rerun it")
     check_features_table(features, cfg, len(names))
     features = features.select("user_id", "features")
     labels = read_table(spark, cfg, "survey_segments")
-    survey = last_commit(spark, cfg.data.table_path("survey_segments")).get("survey", {})
+    survey = last_commit(spark, cfg.data.table("survey_segments")).get("survey", {})
     n_classes, _ = check_labels(features, labels, cfg, survey.get("n_segments"))
     segment_names = cfg.segments.names
     if segment_names is not None and sorted(segment_names) != list(range(n_classes)):
