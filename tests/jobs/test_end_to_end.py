@@ -232,8 +232,9 @@ def test_profiles_recover_the_generators_defining_answer_and_attribute(spark, cf
     from pyspark.sql import functions as F
 
     from deepseg.demo import matching
+    from deepseg.pipeline import load_trained
 
-    trained = run.trained
+    trained = load_trained(cfg)  # the run's model, or the one a refresh test retrained
     truth = spark.read.format("delta").load(run.tables["segments_truth"]).withColumnRenamed("segment", "true")
     scored = _table(spark, cfg, "user_segments").filter(F.col("model_version") == trained.version)
     k = trained.metadata["n_classes"]
@@ -287,9 +288,11 @@ def test_train_writes_a_report_that_renders_in_chromium(spark, cfg, run, tmp_pat
 
 def test_the_demo_report_is_the_run_report_plus_ground_truth(spark, cfg, run, tmp_path):
     from deepseg.demo import evaluate, write_demo_report
+    from deepseg.pipeline import load_trained
     from tests.browser import view
 
-    trained, k = run.trained, run.trained.metadata["n_classes"]
+    trained = load_trained(cfg)  # the run's model, or the one a refresh test retrained
+    k = trained.metadata["n_classes"]
     metrics = evaluate(spark, cfg, trained, run.settings)
     path = write_demo_report(spark, cfg, trained, run.settings, metrics, {"users generated": N_USERS})
     assert path == str(Path(cfg.data.root) / "report.html")
