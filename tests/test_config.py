@@ -14,7 +14,9 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 def test_shipped_configurations_load(env):
     cfg = load_config(CONF / f"{env}.yaml")
     assert cfg.sources[0].endswith("base.yaml")
-    assert cfg.data.table_path("user_segments").endswith("user_segments")
+    assert cfg.data.table_path("user_segments").strip("`").endswith("user_segments")
+    if env == "databricks":  # Unity Catalog tables
+        assert cfg.data.table("user_segments").name == "`main`.`deepseg`.`user_segments`"
 
 
 def test_overlay_overrides_only_what_it_names():
