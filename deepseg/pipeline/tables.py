@@ -2,8 +2,10 @@
 
 Every write is one Delta commit stamped with job metadata (``userMetadata``: a JSON object with
 the job name, ``run_id`` and, where there is one, ``model_version``), so ``DESCRIBE HISTORY``
-tells which run wrote what. Table names come from the configuration (``data.tables``), never
-from code.
+tells which run wrote what. Tables come from the configuration (``data.tables``, resolved by
+:mod:`deepseg.locations` into a :class:`~deepseg.locations.Table`), never from code: a catalog
+name is read and written by name (``saveAsTable``, ``DeltaTable.forName``: managed tables), a
+location by path. Every function here takes either; a plain string is a path.
 
 Atomicity comes from Delta: a write puts its data files next to the table's, then commits them
 by adding one file to ``_delta_log``. A job killed before that commit leaves the table at its

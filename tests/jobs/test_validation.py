@@ -349,7 +349,7 @@ def test_empty_table(spark, copy, stage, table):
     ("training:\n  min_labelled_per_segment: 3\n",
      "unknown key 'training.min_labelled_per_segment' (did you mean 'training.min_labeled_per_segment'?)"),
     ("features:\n  non_finite: drop\n", "'features.non_finite' parameter"),
-    ("data:\n  tables:\n    users: 'users; DROP TABLE x'\n", "data.tables.users must be an identifier"),
+    ("data:\n  tables:\n    users: 'users; DROP TABLE x'\n", "data.tables.users must be a location"),
 ])
 def test_bad_configuration_via_cli(tmp_path, capsys, text, fragment):
     from deepseg.cli import main
