@@ -84,7 +84,7 @@ def test_bad_table_name(name):
     ("dbfs:/deepseg/t", None, {"path": "dbfs:/deepseg/t"}),
 ])
 def test_tables_by_name_or_by_location(entry, schema, table):
-    from deepseg.config import Table
+    from deepseg.locations import Table
 
     catalog, schema = schema if isinstance(schema, tuple) else (None, schema)
     cfg = load_config(CONF / "local.yaml", {"data": {"root": "/d", "catalog": catalog, "schema": schema,

@@ -31,7 +31,8 @@ from deepseg.pipeline.validate import InputError, describe
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import Column, DataFrame, SparkSession
 
-    from deepseg.config import Config, Table
+    from deepseg.config import Config
+    from deepseg.locations import Table
 
 __all__ = ["INVITATION_COLUMNS", "SurveyWave", "active_invitations", "invite_wave", "select_invitations",
            "uncertainty_column"]

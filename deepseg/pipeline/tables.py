@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
-    from deepseg.config import Config, Table
+    from deepseg.config import Config
+    from deepseg.locations import Table
 
 __all__ = [
     "CONFLICT_RETRIES",
@@ -64,7 +65,7 @@ class ConcurrentWriteError(RuntimeError):
 
 
 def _as_table(table: "Table | str") -> "Table":
-    from deepseg.config import Table
+    from deepseg.locations import Table
 
     return Table(path=table) if isinstance(table, str) else table
 
