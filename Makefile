@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: setup browser demo test bench-accuracy bench-tsvm bench-scale bench-survey clean
+.PHONY: setup s3 browser demo test bench-accuracy bench-tsvm bench-scale bench-survey clean
 
 # install_jars.py: Delta's jars into .jars/, and the venv's Spark conf (spark-defaults.conf,
 # spark-env.sh) so that a bare `.venv/bin/spark-submit jobs/<stage>.py --conf conf/local.yaml` works.
@@ -16,6 +16,14 @@ $(VENV)/.installed: pyproject.toml scripts/install_jars.py
 	touch $@
 
 setup: $(VENV)/.installed
+
+# Hadoop's S3A connector (hadoop-aws of pyspark's Hadoop + the AWS SDK bundle, ~650 MB) into
+# .jars/s3/, for s3a:// tables and artefacts; the test suite runs a loopback S3 server.
+$(VENV)/.installed-s3: $(VENV)/.installed
+	$(PY) scripts/install_jars.py --s3
+	touch $@
+
+s3: $(VENV)/.installed-s3
 
 # Debian's chromium, in which tests/test_report.py renders the run report (headless, driven by
 # playwright from the dev extra; playwright downloads no browser). Installed when missing and we
@@ -33,7 +41,7 @@ browser:
 demo: setup
 	$(VENV)/bin/deepseg demo
 
-test: setup browser
+test: setup s3 browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Accuracy on real data (issue 19): 13 public data sets (benchmarks/realdata.py), 10 and 100 labels per

@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     from deepseg.config import ConfigError, load_config
     from deepseg.core.checkpoint import CheckpointMismatchError
     from deepseg.pipeline.tables import ConcurrentWriteError
-    from deepseg.pipeline.validate import InputError
+    from deepseg.pipeline.validate import InputError, check_storage
 
     try:
         _require_spark()
@@ -139,6 +139,7 @@ def main(argv=None) -> int:
             return 0
         cfg = load_config(args.conf)
         spark = _spark(cfg)
+        check_storage(cfg)
         with pipeline.timed(args.command):
             result = STAGES[args.command](spark, cfg, args)
     except (ConfigError, InputError, FileNotFoundError, CheckpointMismatchError, MissingSpark) as e:

@@ -43,9 +43,12 @@ class Table:
         return self.name or self.path or ""
 
 
-def join(root: str, name: str) -> str:
-    """`name` under `root`: a URI is joined with "/" (``Path`` would turn ``s3a://b`` into ``s3a:/b``)."""
-    return f"{root.rstrip('/')}/{name}" if _SCHEME.match(root) else str(Path(root) / name)
+def join(root: str, *names: str) -> str:
+    """`names` under `root`: a URI is joined with "/" (``Path`` would turn ``s3a://b`` into ``s3a:/b``)."""
+    root = str(root)
+    if _SCHEME.match(root):
+        return "/".join([root.rstrip("/"), *(name.strip("/") for name in names)])
+    return str(Path(root, *names))
 
 
 def check_location(value: str) -> None:

@@ -5,6 +5,7 @@ Run once at install time (stdlib only; ``make setup`` does)::
 
     .venv/bin/python scripts/install_jars.py            # idempotent
     .venv/bin/python scripts/install_jars.py --force    # re-resolve
+    .venv/bin/python scripts/install_jars.py --s3       # also Hadoop's S3A connector -> .jars/s3/
 
 ``deepseg.spark.session.get_spark`` then puts these jars on ``spark.jars`` so no
 Ivy/Maven resolution happens at run time. Jars that pyspark already ships
@@ -22,6 +23,10 @@ a bare ``.venv/bin/spark-submit jobs/train.py --conf conf/local.yaml`` works:
   pyspark's ``find_spark_home.py`` checks this folder next to itself first.
 
 All three only touch the venv; ``--no-spark-conf`` skips them.
+
+``--s3`` also resolves ``org.apache.hadoop:hadoop-aws`` of pyspark's own Hadoop version with its
+AWS SDK bundle (about 650 MB) into ``.jars/s3/``, for ``s3a://`` tables and artefacts; they go
+on ``spark.driver/executor.extraClassPath`` (``make test`` installs them: the suite runs an S3 server).
 
 Why not just ``spark.jars.packages``: it resolves over the network at every
 session start, and delta-spark's Python release can be ahead of the jars on
@@ -234,7 +239,39 @@ SPARK_DEFAULTS = {
 _GENERATED = "# Written by deepseg's scripts/install_jars.py (make setup); rerun it to update.\n"
 
 
-def write_spark_conf(spark_home: Path, jars: list[Path], python: str, venv: bool = True) -> list[Path]:
+def hadoop_version(pyspark_jars: str) -> str:
+    """Hadoop version of pyspark's bundled client (``hadoop-client-api-<v>.jar``)."""
+    for name in os.listdir(pyspark_jars):
+        m = re.fullmatch(r"hadoop-client-api-(\d+\.\d+\.\d+)\.jar", name)
+        if m:
+            return m.group(1)
+    sys.exit(f"[install_jars] no hadoop-client-api jar in {pyspark_jars}: cannot match hadoop-aws to it")
+
+
+def install_s3(dest: Path, pyspark_jars: str, force: bool) -> list[Path]:
+    """hadoop-aws matching pyspark's Hadoop, and its runtime closure, into ``dest`` (idempotent)."""
+    coordinate = f"org.apache.hadoop:hadoop-aws:{hadoop_version(pyspark_jars)}"
+    manifest_path = dest / MANIFEST
+    if manifest_path.exists() and not force:
+        old = json.loads(manifest_path.read_text())
+        if old.get("coordinate") == coordinate and all((dest / j).is_file() for j in old.get("jars", [])):
+            log(f"s3: up to date: {coordinate} ({len(old['jars'])} jars)")
+            return [dest / j for j in old["jars"]]
+    provided = {_artifact_name(j) for j in os.listdir(pyspark_jars) if j.endswith(".jar")}
+    with tempfile.TemporaryDirectory(prefix="deepseg-jars-") as tmp:
+        jars = [j for j in resolve_mvn(coordinate, Path(tmp)) if _artifact_name(j.name) not in provided]
+        dest.mkdir(parents=True, exist_ok=True)
+        for stale in dest.glob("*.jar"):
+            stale.unlink()
+        for j in jars:
+            shutil.copy2(j, dest / j.name)
+            log(f"s3: installed {j.name} ({j.stat().st_size // 1024} KiB)")
+    manifest_path.write_text(json.dumps({"coordinate": coordinate, "jars": [j.name for j in jars]}, indent=2) + "\n")
+    return [dest / j.name for j in jars]
+
+
+def write_spark_conf(spark_home: Path, jars: list[Path], python: str, venv: bool = True,
+                     classpath: list[Path] = ()) -> list[Path]:
     """Make the venv's ``spark-submit`` run deepseg's jobs with no flags (see the module doc).
 
     Only in a virtualenv (a system-wide pyspark is left alone), and never over conf files it
@@ -247,6 +284,9 @@ def write_spark_conf(spark_home: Path, jars: list[Path], python: str, venv: bool
     conf_dir = spark_home / "conf"
     conf_dir.mkdir(exist_ok=True)
     defaults = {"spark.jars": ",".join(str(j.resolve()) for j in jars), **SPARK_DEFAULTS}
+    if classpath:  # the S3A jars: on the class path, not copied to executors like spark.jars
+        for side in ("driver", "executor"):
+            defaults[f"spark.{side}.extraClassPath"] = os.pathsep.join(str(j.resolve()) for j in classpath)
     files = {
         conf_dir / "spark-defaults.conf": _GENERATED + "".join(f"{k} {v}\n" for k, v in defaults.items()),
         # sourced by bin/load-spark-env.sh (set -a): the driver and the workers use the venv
@@ -279,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="re-resolve even if up to date")
     ap.add_argument("--no-spark-conf", dest="spark_conf", action="store_false",
                     help="leave the venv's Spark conf (spark-defaults.conf, spark-env.sh) alone")
+    ap.add_argument("--s3", action="store_true",
+                    help="also install hadoop-aws + AWS SDK (s3a:// support) into <dest>/s3")
     args = ap.parse_args(argv)
 
     t0 = time.monotonic()
@@ -288,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     dest: Path = args.dest
     manifest_path = dest / MANIFEST
     log(f"delta-spark {delta_v}, pyspark {spark_v} ({python}); dest {dest}")
+    s3 = install_s3(dest / "s3", pyspark_jars, args.force) if args.s3 else sorted((dest / "s3").glob("*.jar"))
 
     if manifest_path.exists() and not args.force:
         try:
@@ -303,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"up to date: {old['coordinate']} ({len(old['jars'])} jars)")
             if args.spark_conf:
                 write_spark_conf(Path(env["spark_home"]), [dest / j for j in old["jars"]], python,
-                                 env["venv"])
+                                 env["venv"], s3)
             return 0
 
     scala = scala_binary_version(pyspark_jars)
@@ -339,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     log(f"wrote {manifest_path} ({len(keep)} jars) in {time.monotonic() - t0:.1f}s")
     if args.spark_conf:
-        write_spark_conf(Path(env["spark_home"]), [dest / j.name for j in keep], python, env["venv"])
+        write_spark_conf(Path(env["spark_home"]), [dest / j.name for j in keep], python, env["venv"], s3)
     return 0
 
 

@@ -1,4 +1,8 @@
-"""Shared fixtures: fixed seeds and small semi-supervised problems."""
+"""Shared fixtures: fixed seeds, small semi-supervised problems, the wheel of this checkout."""
+
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,3 +26,14 @@ def moons():
         y[np.flatnonzero(y_true == k)[:4]] = k
     return X, y, y_true
 
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    """deepseg's wheel, built from this checkout (``python -m build --wheel``)."""
+    dist = tmp_path_factory.mktemp("dist")
+    done = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist),
+                           str(Path(__file__).resolve().parents[1])], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    (path,) = dist.glob("deepseg-*.whl")
+    return path

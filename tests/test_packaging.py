@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import venv
 from importlib.metadata import version
 from pathlib import Path
@@ -32,9 +31,7 @@ def _run(*cmd, **kw) -> str:
     return done.stdout
 
 
-def test_the_wheel_installs_beside_a_runtimes_pyspark_without_touching_it(tmp_path):
-    _run(sys.executable, "-m", "build", "--wheel", "--outdir", tmp_path / "dist", REPO)
-    wheel, = (tmp_path / "dist").glob("deepseg-*.whl")
+def test_the_wheel_installs_beside_a_runtimes_pyspark_without_touching_it(tmp_path, wheel):
     env = tmp_path / "runtime"
     venv.create(env, with_pip=True)
     python = env / "bin" / "python"

@@ -6,8 +6,9 @@ the supervised net and every iteration's snapshot (the EMA ensemble), the last T
 the iteration number and the torch RNG state (dropout; numpy generators are seeded per call), so a
 resumed run computes the same numbers as an uninterrupted one with the same seed.
 
-Safety: the file is written to a temporary name, synced and renamed over the previous one, so a
-kill while writing leaves the previous checkpoint intact. It holds tensors and plain values only
+Safety: the file is written whole or not at all (:func:`deepseg.storage.write_bytes`: a synced
+temporary file renamed over the previous one, or one PUT on an object store), so a kill while
+writing leaves the previous checkpoint intact; `directory` may be a local path or a URI. It holds tensors and plain values only
 and is read with ``torch.load(weights_only=True)``, which unpickles nothing else; the history and
 the TSVMs are a JSON string inside it. A checkpoint also records a fingerprint of its run (sizes,
 seed, configuration, digests of the labelled users and of the unlabelled TSVM sample); resuming a
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
@@ -32,6 +34,8 @@ from deepseg.core.embed import SegmentationNet
 from deepseg.core.ovr import OvRTSVM
 from deepseg.core.pseudo import frozen_copy
 from deepseg.core.serialize import jsonable, tsvm_from_dict, tsvm_to_dict
+from deepseg import storage
+from deepseg.locations import join
 
 log = logging.getLogger("deepseg")
 
@@ -94,29 +98,27 @@ class Checkpoint:
     """
 
     def __init__(self, directory: str | os.PathLike, resume: bool = False):
-        self.directory = Path(directory)
+        self.directory = os.fspath(directory)
         self.resume = bool(resume)
 
     def __repr__(self) -> str:
-        return f"Checkpoint({str(self.directory)!r}, resume={self.resume})"
+        return f"Checkpoint({self.directory!r}, resume={self.resume})"
 
     @property
-    def path(self) -> Path:
-        return self.directory / FILE_NAME
+    def path(self) -> str:
+        return join(self.directory, FILE_NAME)
 
     def exists(self) -> bool:
-        return self.path.is_file()
+        return storage.exists(self.path)
 
     def clear(self) -> None:
         """Delete the checkpoint, temporary files of interrupted writes and, if then empty, the directory."""
-        self.path.unlink(missing_ok=True)
-        for tmp in self._temporaries():
-            tmp.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # absent, or holding other files
-            self.directory.rmdir()
-
-    def _temporaries(self):
-        return self.directory.glob(f".{FILE_NAME}.*.tmp") if self.directory.is_dir() else []
+        storage.remove_tree(self.path)
+        if not storage.is_remote(self.directory):  # an object store has no empty folders
+            for tmp in Path(self.directory).glob(f".{FILE_NAME}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # absent, or holding other files
+                Path(self.directory).rmdir()
 
     def save(self, *, fingerprint: dict, iteration: int, net: SegmentationNet, optimizer: torch.optim.Optimizer,
              supervised: SegmentationNet, snapshots: list[SegmentationNet], history: list[dict],
@@ -134,16 +136,9 @@ class Checkpoint:
             "snapshots": [s.state_dict() for s in snapshots],
             "torch_rng": torch.get_rng_state(),
         }
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for stale in self._temporaries():  # left by a run killed while writing
-            stale.unlink(missing_ok=True)
-        tmp = self.directory / f".{FILE_NAME}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        _fsync_directory(self.directory)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        storage.write_bytes(self.path, buffer.getvalue())
 
     def restore(self, fingerprint: dict, net: SegmentationNet, optimizer: torch.optim.Optimizer,
                 n_iter: int) -> RunState | None:
@@ -155,7 +150,8 @@ class Checkpoint:
         if not self.exists():
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(storage.read_bytes(self.path)), map_location="cpu",
+                               weights_only=True)
             meta = json.loads(state["meta"])
         except Exception as e:
             raise ValueError(f"cannot read the training checkpoint {self.path}: {e}; "
@@ -226,20 +222,6 @@ class CheckpointHook:
                              optimizer=self.optimizer, supervised=state.supervised,
                              snapshots=state.snapshots, history=state.history, tsvm=state.tsvm)
         log.info("checkpoint: iteration %d saved to %s", state.iteration, self.checkpoint.path)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def _flatten(data: dict, prefix: str = "") -> dict:

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deepseg import storage
+from deepseg.locations import join
 from deepseg.pipeline.runs import commit_metadata, new_run_id
 from deepseg.pipeline.tables import (
     last_commit,
@@ -92,8 +94,10 @@ def export_csv(audiences: "DataFrame", directory: str, stamp: Mapping | None = N
     holds the previous export or the new one, never a partial one. Exports of one directory run
     one at a time (a lock file beside it); leftovers of a killed export (``.<name>.tmp-*``,
     ``.<name>.old-*``) are removed by the next one. `directory` is a local or FUSE-mounted path
-    (``/dbfs/...``, ``/Volumes/...``).
+    (``/dbfs/...``, ``/Volumes/...``); a URI goes to :func:`_export_to_object_store`.
     """
+    if storage.is_remote(directory):
+        return _export_to_object_store(audiences, directory, stamp)
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:12]
@@ -120,12 +124,33 @@ def export_csv(audiences: "DataFrame", directory: str, stamp: Mapping | None = N
     return directory
 
 
+def _export_to_object_store(audiences: "DataFrame", directory: str, stamp: Mapping | None) -> str:
+    """:func:`export_csv` where folders cannot be renamed (``s3a://``, ``abfss://``, ``gs://``).
+
+    Each export goes to a fresh folder ``<directory>/export-<token>/segment=<s>/``; writing the
+    stamp (``_deepseg_export.json``, one PUT) with that folder's name in ``"folder"`` publishes it,
+    and then the other ``export-*`` folders (the previous export, leftovers of killed ones) are
+    deleted. Readers take the folder the stamp names.
+    """
+    folder = f"export-{uuid.uuid4().hex[:12]}"
+    (audiences.drop("run_id", "created_at").repartition("segment")
+     .write.option("header", True).partitionBy("segment").csv(join(directory, folder)))
+    storage.write_text(join(directory, EXPORT_STAMP),
+                       json.dumps({**dict(stamp or {}), "folder": folder}, default=str))
+    for name in storage.list_dir(directory):
+        if name.startswith("export-") and name != folder:
+            storage.remove_tree(join(directory, name))
+    return directory
+
+
 def export_stamp(directory: str) -> dict | None:
     """The `stamp` of the export in `directory` (None: no complete export there)."""
     try:
-        return json.loads((Path(directory) / EXPORT_STAMP).read_text())
+        stamp = json.loads(storage.read_text(join(directory, EXPORT_STAMP)))
     except (OSError, ValueError):
         return None
+    stamp.pop("folder", None)
+    return stamp
 
 
 @contextlib.contextmanager
@@ -151,7 +176,7 @@ def audiences_job(spark: "SparkSession", cfg: "Config") -> dict:
     """
     run_id, a = new_run_id(), cfg.audiences
     path = cfg.data.table("audiences")
-    export_dir = str(Path(cfg.data.root) / a.export_dir)
+    export_dir = join(cfg.data.root, a.export_dir)
 
     def attempt(i: int) -> bool:
         audiences = build_audiences(read_table(spark, cfg, "user_segments"), top_k=a.top_k,

@@ -4,9 +4,10 @@ A version directory ``models/<version>/`` holds ``model/`` (:mod:`deepseg.spark.
 ``feature_pipeline/`` (the Spark ML pipeline that made its training features, reapplied at
 scoring), ``config.yaml`` (the resolved configuration, secrets masked), ``profile.json``
 (reference distributions for drift) and ``metrics.json`` (written last: a version without it is
-incomplete and ignored). The train job writes one with :func:`save_trained`; scoring and refresh
-read one with :func:`load_trained`, which refuses a model whose features the configuration
-cannot reproduce.
+incomplete and ignored: on an object store, which cannot rename a folder into place, that marker
+is what publishes a version). The train job writes one with :func:`save_trained`; scoring and
+refresh read one with :func:`load_trained`, which refuses a model whose features the
+configuration cannot reproduce. ``data.models`` is a local path or a URI (:mod:`deepseg.storage`).
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ import dataclasses
 import functools
 import json
 import re
-import shutil
 from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
 
+from deepseg import storage
+from deepseg.locations import join
 from deepseg.pipeline.features import feature_columns, feature_pipeline_path
 from deepseg.pipeline.validate import InputError
 
@@ -50,7 +51,7 @@ class TrainedModel:
         """The feature pipeline the model was trained behind (loaded on first use)."""
         from pyspark.ml import PipelineModel
 
-        return PipelineModel.load(str(Path(self.path) / "feature_pipeline"))
+        return PipelineModel.load(join(self.path, "feature_pipeline"))
 
     @property
     def trained_at(self) -> datetime:
@@ -63,23 +64,22 @@ def save_trained(cfg: "Config", version: str, model, metadata: dict, profile: di
     per-iteration history) comes last and marks the version complete."""
     from deepseg.spark.persistence import save_model
 
-    model_dir = Path(cfg.data.models_path) / version
-    model_dir.mkdir(parents=True, exist_ok=False)
-    save_model(model, str(model_dir / "model"), metadata, config=config)
-    shutil.copytree(feature_pipeline_path(cfg), model_dir / "feature_pipeline")
-    (model_dir / "config.yaml").write_text(yaml.safe_dump(redacted(cfg.as_dict()), sort_keys=False))
-    (model_dir / "profile.json").write_text(json.dumps(profile))
+    model_dir = join(cfg.data.models_path, version)
+    if storage.exists(model_dir):
+        raise FileExistsError(f"model version {version!r} already exists at {model_dir}")
+    save_model(model, join(model_dir, "model"), metadata, config=config)
+    storage.copy_tree(feature_pipeline_path(cfg), join(model_dir, "feature_pipeline"))
+    storage.write_text(join(model_dir, "config.yaml"), yaml.safe_dump(redacted(cfg.as_dict()), sort_keys=False))
+    storage.write_text(join(model_dir, "profile.json"), json.dumps(profile))
     metrics = {**metadata, "history": model.history}
-    (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, default=_json_default))
-    return TrainedModel(version, str(model_dir), model, metadata, profile)
+    storage.write_text(join(model_dir, "metrics.json"), json.dumps(metrics, indent=1, default=_json_default))
+    return TrainedModel(version, model_dir, model, metadata, profile)
 
 
 def model_versions(cfg: "Config") -> list[str]:
     """Complete model versions under ``data.models``, oldest first."""
-    root = Path(cfg.data.models_path)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / "metrics.json").is_file())
+    root = cfg.data.models_path
+    return [name for name in storage.list_dir(root) if storage.exists(join(root, name, "metrics.json"))]
 
 
 def load_trained(cfg: "Config", version: str | None = None) -> TrainedModel:
@@ -93,18 +93,18 @@ def load_trained(cfg: "Config", version: str | None = None) -> TrainedModel:
     if version not in versions:
         raise FileNotFoundError(f"model version {version!r} not under {cfg.data.models_path}; "
                                 f"versions: {versions}")
-    model_dir = Path(cfg.data.models_path) / version
+    model_dir = join(cfg.data.models_path, version)
     where = f"model {version!r} ({model_dir})"
-    missing = [p for p in ("model", "feature_pipeline", "profile.json") if not (model_dir / p).exists()]
+    missing = [p for p in ("model", "feature_pipeline", "profile.json") if not storage.exists(join(model_dir, p))]
     if missing:
         raise InputError(f"{where} is incomplete: {missing} missing; retrain")
     try:  # another format version, a foreign or tampered file (never unpickled)
-        model, metadata = load_model(str(model_dir / "model"))
+        model, metadata = load_model(join(model_dir, "model"))
     except (ValueError, KeyError) as e:
         raise InputError(f"{where} cannot be loaded: {e}") from None
     check_model_features(metadata, cfg.features, model.n_features, where)
-    profile = json.loads((model_dir / "profile.json").read_text())
-    return TrainedModel(version, str(model_dir), model, metadata, profile)
+    profile = json.loads(storage.read_text(join(model_dir, "profile.json")))
+    return TrainedModel(version, model_dir, model, metadata, profile)
 
 
 def check_model_features(metadata: Mapping[str, Any], spec: "FeatureSpec", n_features: int, where: str) -> None:

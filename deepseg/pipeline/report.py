@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deepseg.locations import join
 from deepseg.pipeline.model_store import TrainedModel
 from deepseg.pipeline.runs import utcnow
 from deepseg.pipeline.tables import read_table, table_exists
@@ -40,7 +40,7 @@ def write_model_report(spark: "SparkSession", cfg: "Config", trained: TrainedMod
     to MLflow when mlflow is installed, and return its path."""
     data = report_data(spark, cfg, trained, drift)
     try:
-        path = write_report(Path(trained.path) / REPORT_FILE, data)
+        path = write_report(join(trained.path, REPORT_FILE), data)
     except ValueError as e:  # data the page cannot show: nothing was written
         raise InputError(f"report of model {trained.version!r}: {e}") from None
     log_report_to_mlflow(path, trained.version)

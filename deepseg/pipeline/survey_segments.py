@@ -21,9 +21,10 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deepseg import storage
+from deepseg.locations import join
 from deepseg.pipeline.runs import utcnow
 from deepseg.pipeline.validate import InputError
 
@@ -195,19 +196,16 @@ def assign_segments(responses: "DataFrame", saved: SurveyModel) -> tuple["DataFr
 
 
 # ------------------------------------------------------------------ versions on disk
-def _root(cfg: "Config") -> Path:
-    return Path(cfg.data.models_path) / SURVEY_MODELS
+def _root(cfg: "Config") -> str:
+    return join(cfg.data.models_path, SURVEY_MODELS)
 
 
 def survey_model_versions(cfg: "Config") -> list[str]:
     """Complete survey model versions, oldest first (by creation time)."""
-    root = _root(cfg)
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.iterdir():
-        if (p / SURVEY_FILE).is_file():
-            found.append((json.loads((p / SURVEY_FILE).read_text()).get("created_at", ""), p.name))
+    root, found = _root(cfg), []
+    for name in storage.list_dir(root):
+        if storage.exists(meta := join(root, name, SURVEY_FILE)):
+            found.append((json.loads(storage.read_text(meta)).get("created_at", ""), name))
     return [name for _, name in sorted(found)]
 
 
@@ -216,9 +214,10 @@ def save_survey_model(cfg: "Config", fitted: SurveyModel, run_id: str, **extra) 
     ``survey.json`` too (e.g. the survey_responses version it was fitted on)."""
     created = utcnow()
     version = f"{created:%Y%m%dT%H%M%S}-{run_id[:6]}"
-    folder = _root(cfg) / version
-    folder.mkdir(parents=True, exist_ok=False)
-    fitted.model.write().overwrite().save(str(folder / "model"))
+    folder = join(_root(cfg), version)
+    if storage.exists(folder):
+        raise FileExistsError(f"survey model version {version!r} already exists at {folder}")
+    fitted.model.write().overwrite().save(join(folder, "model"))
     info = dataclasses.replace(fitted.info, survey_model_version=version)
     meta = {
         "version": version, "created_at": created.isoformat(), "run_id": run_id,
@@ -226,7 +225,7 @@ def save_survey_model(cfg: "Config", fitted: SurveyModel, run_id: str, **extra) 
         "method": info.method, "n_segments": info.n_segments, "criterion": info.criterion,
         "scores": {str(k): v for k, v in info.scores.items()}, "sizes": info.sizes, **extra,
     }
-    (folder / SURVEY_FILE).write_text(json.dumps(meta, indent=1, default=str))
+    storage.write_text(join(folder, SURVEY_FILE), json.dumps(meta, indent=1, default=str))
     log.info("survey: segment definitions saved as survey model %s (%s)", version, folder)
     return dataclasses.replace(fitted, info=info, version=version, path=str(folder))
 
@@ -239,12 +238,12 @@ def load_survey_model(cfg: "Config", version: str | None = None) -> SurveyModel 
     if not versions:
         return None
     version = version or versions[-1]
-    folder = _root(cfg) / version
+    folder = join(_root(cfg), version)
     where = f"survey model {version!r} ({folder})"
     try:
-        meta = json.loads((folder / SURVEY_FILE).read_text())
+        meta = json.loads(storage.read_text(join(folder, SURVEY_FILE)))
         loader = {"kmeans": KMeansModel, "gmm": GaussianMixtureModel}[meta["method"]]
-        model = loader.load(str(folder / "model"))
+        model = loader.load(join(folder, "model"))
         relabel = {int(c): int(s) for c, s in meta["relabel"].items()}
         info = SurveySegmentation(meta["method"], int(meta["n_segments"]), meta["criterion"],
                                   {int(k): v for k, v in meta["scores"].items()}, list(meta["sizes"]),
@@ -252,7 +251,7 @@ def load_survey_model(cfg: "Config", version: str | None = None) -> SurveyModel 
     except (OSError, KeyError, ValueError, TypeError) as e:
         raise InputError(f"{where} cannot be loaded ({type(e).__name__}: {e}); "
                          f"set survey.redefine: true to define the segments anew") from None
-    return SurveyModel(model, relabel, list(meta["questions"]), info, version, str(folder))
+    return SurveyModel(model, relabel, list(meta["questions"]), info, version, folder)
 
 
 def check_reusable(saved: SurveyModel, cfg: "Config", questions: list[str]) -> None:

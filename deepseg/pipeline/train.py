@@ -12,11 +12,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from deepseg import storage
+from deepseg.locations import join
 from deepseg.pipeline import drift
 from deepseg.pipeline.model_store import TrainedModel, save_trained
 from deepseg.pipeline.profiles import write_profiles
@@ -66,7 +67,7 @@ def train_job(spark: "SparkSession", cfg: "Config", resume: bool = False) -> Tra
                          f"{n_classes} segments (0..{n_classes - 1}): name each of them, or none")
     data = features.join(labels.select("user_id", F.col("segment").alias("label")), "user_id", "left")
     config = cfg.training.deepseg_config
-    checkpoint = Checkpoint(Path(cfg.data.models_path) / "_train_checkpoint", resume=resume)
+    checkpoint = Checkpoint(join(cfg.data.models_path, "_train_checkpoint"), resume=resume)
     result = train_on_spark(data, features_col="features", label_col="label", n_classes=n_classes,
                             config=config, seed=cfg.training.seed,
                             tsvm_sample_size=cfg.training.tsvm_sample_size, checkpoint=checkpoint)
@@ -87,7 +88,7 @@ def train_job(spark: "SparkSession", cfg: "Config", resume: bool = False) -> Tra
         write_profiles(spark, cfg, version, scored)
     finally:
         scored.unpersist()
-    _log_to_mlflow(version, metadata, result.history, Path(trained.path))
+    _log_to_mlflow(version, metadata, result.history, trained.path)
     write_model_report(spark, cfg, trained)  # into the version folder, and that MLflow run
     checkpoint.clear()  # the model is saved: nothing left to resume
     log.info("train: model %s (%d classes, %d features, %d iterations) -> %s",
@@ -95,7 +96,7 @@ def train_job(spark: "SparkSession", cfg: "Config", resume: bool = False) -> Tra
     return trained
 
 
-def _log_to_mlflow(version: str, metadata: dict, history: list[dict], model_dir: Path) -> str | None:
+def _log_to_mlflow(version: str, metadata: dict, history: list[dict], model_dir: str) -> str | None:
     """Log parameters, per-iteration metrics and the model folder to MLflow, if it is installed.
 
     The run goes wherever MLflow is configured (``MLFLOW_TRACKING_URI``, the Databricks
@@ -118,7 +119,7 @@ def _log_to_mlflow(version: str, metadata: dict, history: list[dict], model_dir:
     scalar = (int, float, np.integer, np.floating)
     try:
         # as configured (training.*) and as resolved for the fit (deepseg.*, every DeepSegConfig field)
-        saved = json.loads((model_dir / "model" / MODEL_FILE).read_text()).get("config") or {}
+        saved = json.loads(storage.read_text(join(model_dir, "model", MODEL_FILE))).get("config") or {}
         params = {**flat("training", metadata["training"]), **flat("deepseg", saved),
                   "n_classes": metadata["n_classes"], "n_features": metadata["n_features"]}
         with mlflow.start_run(run_name=version, nested=mlflow.active_run() is not None) as run:
@@ -128,7 +129,8 @@ def _log_to_mlflow(version: str, metadata: dict, history: list[dict], model_dir:
                 mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "iteration"
                                     and isinstance(v, scalar) and not isinstance(v, bool)},
                                    step=int(row["iteration"]))
-            mlflow.log_artifacts(str(model_dir), artifact_path="model")
+            with storage.local_copy(model_dir) as folder:
+                mlflow.log_artifacts(str(folder), artifact_path="model")
     except Exception as e:  # noqa: BLE001 - any tracking failure; the model itself is saved
         log.warning("train: MLflow logging failed for model %s (%s: %.300s); the model is saved in %s",
                     version, type(e).__name__, e, model_dir)

@@ -28,6 +28,7 @@ __all__ = [
     "check_features_table",
     "check_labels",
     "check_respondents",
+    "check_storage",
     "check_survey_inputs",
     "require_columns",
     "require_rows",
@@ -42,6 +43,26 @@ _EXAMPLES = 5
 
 class InputError(ValueError):
     """Bad input data or model: the message names the table, column, setting and values."""
+
+
+def check_storage(cfg: "Config") -> None:
+    """Refuse, before anything is read or written, a configuration whose object-store locations
+    (``data.root``, ``data.models``, located tables) name a missing bucket or whose credentials
+    are refused: one line naming the key and the bucket (:func:`deepseg.storage.check_access`)."""
+    from deepseg import storage
+
+    locations = {"data.root": cfg.data.root, "data.models": cfg.data.models_path}
+    locations.update({f"data.tables.{name}": cfg.data.table(name).path for name in cfg.data.tables})
+    seen = set()
+    for key, location in locations.items():
+        if location and storage.is_remote(location):
+            bucket = location.split("://", 1)[1].split("/", 1)[0]
+            if bucket not in seen:
+                seen.add(bucket)
+                try:
+                    storage.check_access(location, what=key)
+                except storage.StorageError as e:
+                    raise InputError(str(e)) from None
 
 
 def describe(cfg: "Config", name: str) -> str:

@@ -9,15 +9,13 @@ behind and an existing report as it was.
 
 from __future__ import annotations
 
-import contextlib
 import html
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
-from pathlib import Path
 
+from deepseg import storage
 from deepseg.report import charts
 
 __all__ = ["render_report", "write_report"]
@@ -313,23 +311,11 @@ def render_report(data: Mapping) -> str:
 
 
 def write_report(path: str | os.PathLike, data: Mapping) -> str:
-    """Render `data` and write it to `path` atomically; returns `path` as a string.
+    """Render `data` and write it to `path` (a local path or a URI) whole or not at all; returns
+    `path` as a string.
 
-    The page is rendered in memory, written to a temporary file in the same folder and renamed
-    over `path`: on any error nothing new is left and an existing report is untouched.
+    The page is rendered in memory first, then written by :func:`deepseg.storage.write_text`: on
+    any error nothing new is left and an existing report is untouched.
     """
     page = render_report(data)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(page)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for reading
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return str(path)
+    return storage.write_text(os.fspath(path), page)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import inspect
 from functools import partial
-from pathlib import Path
 
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
@@ -38,6 +37,7 @@ from sklearn.utils._param_validation import make_constraint
 from deepseg.core.loop import DeepSegConfig, DeepSegResult
 from deepseg.core.params import PARAMS
 from deepseg.core.params import Param as Spec
+from deepseg.locations import join
 from deepseg.spark.backend import DEFAULT_BATCH_ROWS, train_on_spark
 from deepseg.spark.persistence import load_model, save_model
 from deepseg.spark.scoring import score_dataframe
@@ -274,13 +274,13 @@ class DeepSegmentationModel(Model, _DeepSegmentationParams, MLReadable, MLWritab
 _ARTEFACTS = "model"
 
 
-def _local_dir(sc, path: str) -> Path:
-    """`path` qualified by Hadoop (relative paths, default filesystem) as a local directory."""
+def _artefacts(sc, path: str) -> str:
+    """``<path>/model``, `path` qualified by Hadoop (relative paths, the default file system) as
+    a local path or a URI that :mod:`deepseg.storage` opens."""
     jpath = sc._jvm.org.apache.hadoop.fs.Path(path)
     qualified = jpath.getFileSystem(sc._jsc.hadoopConfiguration()).makeQualified(jpath).toUri()
-    if qualified.getScheme() not in (None, "file"):
-        raise ValueError(f"DeepSegmentationModel saves to local paths only for now; got {qualified.toString()}")
-    return Path(qualified.getPath())
+    location = qualified.getPath() if qualified.getScheme() in (None, "file") else qualified.toString()
+    return join(location, _ARTEFACTS)
 
 
 class _ModelWriter(MLWriter):
@@ -290,7 +290,7 @@ class _ModelWriter(MLWriter):
 
     def saveImpl(self, path: str) -> None:
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sc)
-        save_model(self.instance.result, _local_dir(self.sc, path) / _ARTEFACTS,
+        save_model(self.instance.result, _artefacts(self.sc, path),
                    metadata={"uid": self.instance.uid}, config=self.instance._config,
                    overwrite=self.shouldOverwrite)
 
@@ -302,7 +302,7 @@ class _ModelReader(MLReader):
 
     def load(self, path: str) -> DeepSegmentationModel:
         metadata = DefaultParamsReader.loadMetadata(path, self.sc)
-        result, _ = load_model(_local_dir(self.sc, path) / _ARTEFACTS)
+        result, _ = load_model(_artefacts(self.sc, path))
         model = self.cls(result, config=result.config)
         model._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(model, metadata)

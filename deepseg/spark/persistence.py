@@ -7,26 +7,30 @@ A model is a directory::
     networks.npz         every network's state dict as plain numeric arrays
 
 ``networks.npz`` is read with ``numpy.load(allow_pickle=False)``: loading never unpickles
-anything. The JSON is written last, so an interrupted save leaves no loadable model.
+anything. The JSON is written last, so an interrupted save leaves no loadable model. The
+directory is a local path or a URI (``s3a://``, ``abfss://``, ...): files go through
+:mod:`deepseg.storage`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from deepseg import storage
 from deepseg.core.embed import NetConfig, SegmentationNet
 from deepseg.core.loop import DeepSegConfig, DeepSegResult
 from deepseg.core.pseudo import EMAEnsemble, frozen_copy
 from deepseg.core.train import TrainConfig
 from deepseg.core.serialize import jsonable, tsvm_from_dict, tsvm_to_dict
 from deepseg.core.tsvm import TSVMConfig
+from deepseg.locations import join
 
 FORMAT = "deepseg-model"
 FORMAT_VERSION = 1
@@ -45,18 +49,6 @@ class SavedModel(DeepSegResult):
     config: DeepSegConfig | None = None
     format_version: int = FORMAT_VERSION
     deepseg_version: str = ""
-
-
-def local_path(path: str | os.PathLike) -> Path:
-    """A local filesystem path from a plain path or a ``file:`` URI; other schemes are refused."""
-    text = os.fspath(path)
-    if text.startswith("file:"):
-        text = text[len("file:"):]
-        if text.startswith("//"):
-            text = text[2:]
-    elif "://" in text:
-        raise ValueError(f"only local paths are supported for deepseg model files; got {text!r}")
-    return Path(text).expanduser().absolute()
 
 
 def _deepseg_version() -> str:
@@ -88,14 +80,14 @@ def config_from_dict(data: dict) -> DeepSegConfig:
 
 def save_model(model: DeepSegResult, path: str | os.PathLike, metadata: dict | None = None, *,
                config: DeepSegConfig | None = None, class_labels: list | None = None,
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False) -> str:
     """Write `model` to the directory `path` (created; an existing model there needs `overwrite`).
 
     `metadata` (JSON-serialisable) is stored as is; `config` records the training settings and
     `class_labels` what segment i means (default 0..k-1).
     """
-    directory = local_path(path)
-    if (directory / MODEL_FILE).exists() and not overwrite:
+    directory = os.fspath(path)
+    if storage.exists(join(directory, MODEL_FILE)) and not overwrite:
         raise FileExistsError(f"{directory} already holds a deepseg model; pass overwrite=True")
     supervised = model.supervised
     n_features = supervised.f.dense1.in_features
@@ -126,24 +118,22 @@ def save_model(model: DeepSegResult, path: str | os.PathLike, metadata: dict | N
         "history": jsonable(model.history),
         "metadata": jsonable(metadata or {}),
     }
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / MODEL_FILE).unlink(missing_ok=True)
-    with open(directory / WEIGHTS_FILE, "wb") as f:
-        np.savez(f, **arrays)
-    text = json.dumps(document, indent=1, allow_nan=True)
-    (directory / (MODEL_FILE + ".tmp")).write_text(text)
-    os.replace(directory / (MODEL_FILE + ".tmp"), directory / MODEL_FILE)
+    storage.remove_tree(join(directory, MODEL_FILE))
+    weights = io.BytesIO()
+    np.savez(weights, **arrays)
+    storage.write_bytes(join(directory, WEIGHTS_FILE), weights.getvalue())
+    storage.write_text(join(directory, MODEL_FILE), json.dumps(document, indent=1, allow_nan=True))
     return directory
 
 
-def _load_weights(path: Path) -> dict[str, np.ndarray]:
+def _load_weights(path: str) -> dict[str, np.ndarray]:
     """The arrays of ``networks.npz``: plain numeric arrays only, never unpickled.
 
     ``allow_pickle=False`` makes numpy refuse a pickle file and object arrays (whose loading
     would run code); anything else that is not a numeric array is refused too.
     """
     try:
-        npz = np.load(path, allow_pickle=False)
+        npz = np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
         if not isinstance(npz, np.lib.npyio.NpzFile):
             raise ValueError("not an .npz archive")
         with npz:
@@ -159,11 +149,11 @@ def _load_weights(path: Path) -> dict[str, np.ndarray]:
 
 def load_model(path: str | os.PathLike) -> tuple[SavedModel, dict]:
     """Read a directory written by `save_model`: (the model, its user metadata)."""
-    directory = local_path(path)
-    model_file = directory / MODEL_FILE
-    if not model_file.is_file():
+    directory = os.fspath(path)
+    model_file = join(directory, MODEL_FILE)
+    if not storage.exists(model_file):
         raise FileNotFoundError(f"no deepseg model at {directory} (missing {MODEL_FILE})")
-    document = json.loads(model_file.read_text())
+    document = json.loads(storage.read_text(model_file))
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ValueError(f"{model_file} is not a deepseg model file")
     version = document.get("format_version")
@@ -175,7 +165,7 @@ def load_model(path: str | os.PathLike) -> tuple[SavedModel, dict]:
 
     n_features, n_classes = int(document["n_features"]), int(document["n_classes"])
     net_config = config_from_dict({"net": document["net_config"]}).net
-    arrays = _load_weights(directory / WEIGHTS_FILE)
+    arrays = _load_weights(join(directory, WEIGHTS_FILE))
 
     def network(name: str) -> SegmentationNet:
         prefix = name + "/"

@@ -61,6 +61,16 @@ def find_jars_dir() -> Path | None:
     return None
 
 
+def s3_jars(jars_dir: Path | None = None) -> list[str]:
+    """Hadoop's S3A connector and its AWS SDK (``.jars/s3/``, from ``install_jars.py --s3``), if installed.
+
+    They go on the driver's and executors' class path rather than ``spark.jars``, which would
+    copy the 650 MB SDK bundle to every executor at every session start.
+    """
+    jars_dir = jars_dir or find_jars_dir()
+    return [str(j) for j in sorted((jars_dir / "s3").glob("*.jar"))] if jars_dir else []
+
+
 def local_jars(jars_dir: Path | None = None) -> list[str]:
     """Absolute paths of the jars to put on ``spark.jars`` (MANIFEST.json order if present)."""
     jars_dir = jars_dir or find_jars_dir()
@@ -179,6 +189,9 @@ def get_spark(app_name: str = "deepseg", master: str | None = None,
         elif jars:
             settings["spark.jars"] = ",".join(jars)
             log.info("Delta Lake from %d local jars in %s", len(jars), Path(jars[0]).parent)
+            if s3 := s3_jars():
+                for side in ("driver", "executor"):
+                    settings[f"spark.{side}.extraClassPath"] = os.pathsep.join(s3)
         else:
             coord = delta_maven_coordinate()
             settings["spark.jars.packages"] = coord
@@ -189,6 +202,8 @@ def get_spark(app_name: str = "deepseg", master: str | None = None,
     for key, value in (conf or {}).items():
         if key == "spark.jars" and settings.get("spark.jars"):
             settings[key] = settings[key] + "," + str(value)
+        elif key.endswith(".extraClassPath") and settings.get(key):
+            settings[key] = str(value) + os.pathsep + settings[key]
         else:
             settings[key] = str(value)
 

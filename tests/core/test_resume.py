@@ -4,6 +4,7 @@ uninterrupted run with the same seed returns."""
 import contextlib
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,13 +197,13 @@ def test_resume_of_another_run_is_refused(data, tmp_path, change, named):
     X, X_l, y_l, X_u = data
     fit_deep_segmentation(X_l, y_l, LocalBackend(X_u), 2, dataclasses.replace(CONFIG, n_iter=1), seed=0,
                           checkpoint=tmp_path)
-    before = Checkpoint(tmp_path).path.read_bytes()
+    before = Path(Checkpoint(tmp_path).path).read_bytes()
     X_l, y_l, X_u, n_classes, config, seed = _other_run(data, change)
     with pytest.raises(CheckpointMismatchError, match="different run") as error:
         fit_deep_segmentation(X_l, y_l, CountingBackend(X_u), n_classes, config, seed=seed,
                               checkpoint=Checkpoint(tmp_path, resume=True))
     assert named in str(error.value) and str(Checkpoint(tmp_path).path) in str(error.value)
-    assert Checkpoint(tmp_path).path.read_bytes() == before  # a refused resume changes nothing
+    assert Path(Checkpoint(tmp_path).path).read_bytes() == before  # a refused resume changes nothing
 
 
 def test_resume_beyond_n_iter_is_refused(data, tmp_path):
@@ -220,13 +221,13 @@ def test_clear_removes_the_checkpoint_and_its_emptied_directory(data, tmp_path):
                           checkpoint=checkpoint)
     assert checkpoint.exists()
     checkpoint.clear()
-    assert not checkpoint.directory.exists()
+    assert not Path(checkpoint.directory).exists()
     checkpoint.clear()  # nothing left: no error
 
 
 def test_unreadable_checkpoint_is_named(data, tmp_path):
     X, X_l, y_l, X_u = data
-    Checkpoint(tmp_path).path.write_bytes(b"not a checkpoint")
+    Path(Checkpoint(tmp_path).path).write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read the training checkpoint .*checkpoint.pt"):
         fit_deep_segmentation(X_l, y_l, LocalBackend(X_u), 2, CONFIG, seed=0,
                               checkpoint=Checkpoint(tmp_path, resume=True))

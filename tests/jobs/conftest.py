@@ -48,3 +48,15 @@ def make_conf(tmp_path_factory):
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def local_chain(tmp_path_factory):
+    """The whole chain on local folders (tests/jobs/chain.py): the reference that the catalog and
+    S3 runs must equal."""
+    from tests.jobs.chain import clean_env, run_chain, write_conf
+
+    conf = write_conf(tmp_path_factory.mktemp("localchain"), {
+        "spark": {"master": "local[2]", "conf": {"spark.ui.enabled": "false"}},
+        "data": {"root": str(tmp_path_factory.getbasetemp() / "localchain-data")}})
+    return run_chain(conf, clean_env())

@@ -98,20 +98,20 @@ def test_killed_train_resumed_equals_uninterrupted_run(spark, cfg, conf, uninter
     from deepseg.spark.persistence import load_model
 
     checkpoint = Checkpoint(Path(cfg.data.models_path) / "_train_checkpoint")
-    assert not checkpoint.directory.exists()  # a finished run removes its checkpoint
+    assert not Path(checkpoint.directory).exists()  # a finished run removes its checkpoint
 
     # 1. killed (driver and JVM, SIGKILL) right after iteration 1's checkpoint
     log = _kill_after(_train(conf), "checkpoint: iteration 1 saved")
     assert "iteration 3/3: " not in log
     assert checkpoint.exists()
     assert model_versions(cfg) == [uninterrupted.version]  # the killed run saved no model
-    saved = checkpoint.path.read_bytes()
+    saved = Path(checkpoint.path).read_bytes()
 
     # 2. a resume with other settings is refused, naming the difference, and changes nothing
     other = load_config(conf, {"training": {"learning_rate": 0.01}})
     with pytest.raises(CheckpointMismatchError, match=r"config\.train\.learning_rate: 0\.001 in the checkpoint, 0\.01 now"):
         train_job(spark, other, resume=True)
-    assert checkpoint.path.read_bytes() == saved and model_versions(cfg) == [uninterrupted.version]
+    assert Path(checkpoint.path).read_bytes() == saved and model_versions(cfg) == [uninterrupted.version]
 
     # 3. restarted with --resume: continues after iteration 1 (or 2, if the kill came late)
     resumed = _train(conf, "--resume")
@@ -119,7 +119,7 @@ def test_killed_train_resumed_equals_uninterrupted_run(spark, cfg, conf, uninter
     assert resumed.returncode == 0, err[-5000:]
     assert "resumed from the training checkpoint" in err and "supervised start" not in err, err[-5000:]
     assert "iteration 1/3: " not in err and "iteration 3/3: " in err
-    assert not checkpoint.directory.exists()
+    assert not Path(checkpoint.directory).exists()
     versions = model_versions(cfg)
     assert len(versions) == 2 and uninterrupted.version in versions
 
