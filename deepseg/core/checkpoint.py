@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import deepseg.storage as storage
 from deepseg.core.embed import SegmentationNet
 from deepseg.core.ovr import OvRTSVM
 from deepseg.core.pseudo import frozen_copy
 from deepseg.core.serialize import jsonable, tsvm_from_dict, tsvm_to_dict
-from deepseg import storage
 from deepseg.locations import join
 
 log = logging.getLogger("deepseg")

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deepseg import storage
+import deepseg.storage as storage
 from deepseg.locations import join
 from deepseg.pipeline.runs import commit_metadata, new_run_id
 from deepseg.pipeline.tables import (

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
-from deepseg import storage
+import deepseg.storage as storage
 from deepseg.locations import join
 from deepseg.pipeline.features import feature_columns, feature_pipeline_path
 from deepseg.pipeline.validate import InputError

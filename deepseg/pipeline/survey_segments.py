@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from deepseg import storage
+import deepseg.storage as storage
 from deepseg.locations import join
 from deepseg.pipeline.runs import utcnow
 from deepseg.pipeline.validate import InputError

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from deepseg import storage
+import deepseg.storage as storage
 from deepseg.locations import join
 from deepseg.pipeline import drift
 from deepseg.pipeline.model_store import TrainedModel, save_trained

@@ -49,7 +49,7 @@ def check_storage(cfg: "Config") -> None:
     """Refuse, before anything is read or written, a configuration whose object-store locations
     (``data.root``, ``data.models``, located tables) name a missing bucket or whose credentials
     are refused: one line naming the key and the bucket (:func:`deepseg.storage.check_access`)."""
-    from deepseg import storage
+    import deepseg.storage as storage
 
     locations = {"data.root": cfg.data.root, "data.models": cfg.data.models_path}
     locations.update({f"data.tables.{name}": cfg.data.table(name).path for name in cfg.data.tables})

@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
 
-from deepseg import storage
+import deepseg.storage as storage
 from deepseg.report import charts
 
 __all__ = ["render_report", "write_report"]

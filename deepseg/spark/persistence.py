@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from deepseg import storage
+import deepseg.storage as storage
 from deepseg.core.embed import NetConfig, SegmentationNet
 from deepseg.core.loop import DeepSegConfig, DeepSegResult
 from deepseg.core.pseudo import EMAEnsemble, frozen_copy
