@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+import deepseg.storage as storage
 from deepseg.config import (
     Config,
     ConfigError,
@@ -46,6 +46,7 @@ from deepseg.pipeline import (
     timed,
     train_job,
 )
+from deepseg.locations import join
 from deepseg.pipeline.tables import read_table, table_exists, write_table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -91,7 +92,7 @@ class GenerateSettings:
 
     def truth_path(self, cfg: Config) -> str:
         """Location of the ground-truth table, beside the pipeline's tables."""
-        return str(Path(cfg.data.root) / self.truth_table)
+        return join(cfg.data.root, self.truth_table)
 
 
 def demo_settings_path(conf: str | Path) -> Path:
@@ -126,7 +127,8 @@ def generate_tables(spark: "SparkSession", cfg: Config, settings: GenerateSettin
 
     run_id = new_run_id()
     syn = settings.synthetic_config(n_users)
-    staging = Path(cfg.data.root) / f"_staging_{run_id}"
+    staging = join(cfg.data.root, f"_staging_{run_id}")  # on the tables' storage: executors read it
+    fs, staged = storage.resolve(staging)
     paths = {**{name: cfg.data.table(name) for name in INPUTS}, TRUTH: settings.truth_path(cfg)}
     try:
         for i, chunk in enumerate(iter_user_chunks(chunk_size=settings.chunk_size, config=syn)):
@@ -135,14 +137,14 @@ def generate_tables(spark: "SparkSession", cfg: Config, settings: GenerateSettin
                 for j, f in enumerate(table.schema):  # day-resolution timestamps -> DATE
                     if pa.types.is_timestamp(f.type):
                         table = table.set_column(j, f.name, table.column(j).cast(pa.date32()))
-                (staging / name).mkdir(parents=True, exist_ok=True)
-                pq.write_table(table, staging / name / f"part-{i:05d}.parquet")
+                fs.create_dir(f"{staged}/{name}", recursive=True)
+                pq.write_table(table, f"{staged}/{name}/part-{i:05d}.parquet", filesystem=fs)
             log.info("generate: chunk %d (%d users)", i, len(chunk["users"]))
         for name, path in paths.items():
-            write_table(spark.read.parquet(str(staging / name)), path,
+            write_table(spark.read.parquet(join(staging, name)), path,
                         {"job": "generate", "run_id": run_id, "n_users": syn.n_users, "seed": syn.seed})
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        storage.remove_tree(staging)
     return {name: str(table) for name, table in paths.items()}
 
 
