@@ -23,8 +23,9 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
     `n_iter` iterations, every point is embedded with f, one-vs-rest linear transductive SVMs
     label the unlabelled points with probability vectors, and g∘f is retrained on them, then on
     the labelled points (KL). The prediction is the exponential moving average of g∘f over the
-    iterations. ``DeepSegmentationClassifier(**PATENT_PARAMS)`` is the method as the patent
-    specifies it; where deepseg's defaults differ, and why: docs/method.md.
+    iterations, unless the safeguard's labelled-only cross-validation scores the supervised start
+    higher (then the start is the answer). ``DeepSegmentationClassifier(**PATENT_PARAMS)`` is the
+    method as the patent specifies it; where deepseg's defaults differ, and why: docs/method.md.
 
     Follows scikit-learn's semi-supervised convention: ``y == -1`` marks unlabelled points.
 
@@ -40,7 +41,11 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
     transduction_ : ndarray of shape (n_samples,)
         Label of each training point (labelled points keep theirs).
     history_ : list of dict
-        Per-iteration diagnostics: TSVM objective, g∘f/TSVM agreement, class shares, seconds.
+        Per-iteration diagnostics: TSVM objective, g∘f/TSVM agreement, class shares, seconds. The
+        last entry also holds the class prior used (``class_prior``, and ``prior_temperature`` for
+        "auto") and the safeguard's decision (``safeguard``: "deep segmentation" or "supervised
+        start") with the out-of-fold accuracies it compared (``cv_accuracy_start``,
+        ``cv_accuracy_deepseg``) and its seconds (``safeguard_s``).
     n_iter_ : int
     n_features_in_ : int
 

@@ -20,11 +20,14 @@ from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence
 import numpy as np
 import torch
 
+from deepseg.core._local import LocalBackend
 from deepseg.core.checkpoint import Checkpoint, CheckpointHook, RunState, run_fingerprint
 from deepseg.core.embed import NetConfig, SegmentationNet, smooth_labels
 from deepseg.core.ovr import OvRTSVM, fit_ovr_tsvm
 from deepseg.core.params import PARAMS, default, section_defaults
+from deepseg.core.prior import check_class_prior, estimate_class_prior, resolve_class_prior
 from deepseg.core.pseudo import EMAEnsemble, PseudoLabeler, balancing_weights, frozen_copy
+from deepseg.core.safeguard import START, CrossFit, cv_possible, decide
 from deepseg.core.train import (
     TrainConfig,
     embed,
@@ -80,6 +83,10 @@ class DeepSegConfig:
     tsvm_sample_size: int | None = default("tsvm_sample_size")
     tsvm_calibration_folds: int = default("tsvm_calibration_folds")
     pseudo_labels: str = default("pseudo_labels")
+    class_prior: str | tuple[float, ...] = default("class_prior")
+    safeguard: str = default("safeguard")
+    safeguard_folds: int = default("safeguard_folds")
+    safeguard_unlabeled_size: int = default("safeguard_unlabeled_size")
 
     @classmethod
     def from_params(cls, values: Mapping[str, Any]) -> "DeepSegConfig":
@@ -95,6 +102,13 @@ class DeepSegConfig:
             if len(l2) != 3:
                 raise ValueError(f"The 'l2' parameter must have 3 values; got {l2!r}.")
             sections["net"]["l2"] = tuple(float(v) for v in l2)
+        prior = sections[""].get("class_prior")
+        if prior is not None and not isinstance(prior, str):
+            try:
+                sections[""]["class_prior"] = tuple(float(v) for v in prior)
+            except (TypeError, ValueError):
+                raise ValueError(f"The 'class_prior' parameter must be a rule name or one weight per class; "
+                                 f"got {prior!r}.") from None
         base = cls()
         return dataclasses.replace(
             base, **sections[""], net=dataclasses.replace(base.net, **sections["net"]),
@@ -110,6 +124,8 @@ class DeepSegResult:
     supervised: SegmentationNet  # g∘f after the supervised start (iteration 0)
     tsvm: OvRTSVM | None
     history: list[dict] = field(default_factory=list)
+    # the iterations' EMA where the safeguard kept the supervised start instead (not saved with the model)
+    iterated: EMAEnsemble | None = None
 
 
 def fit_deep_segmentation(
@@ -168,6 +184,7 @@ class _Stopwatch:
 
 
 def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | None = None) -> DeepSegResult:
+    check_class_prior(config.class_prior, n_classes)
     torch.manual_seed(seed)
     tc = config.train
     X_l = np.asarray(X_l, dtype=np.float32)
@@ -199,8 +216,10 @@ def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | No
     if "auto" in (tc.input_noise, tc.unlabeled_epochs) and config.n_iter > state.iteration:
         log.info("input noise: std %.3g, unlabelled epochs %d, for %.1f labelled users per class",
                  input_noise, unlabeled_epochs, len(y_l) / n_classes)
+    guard = _Safeguard(X_l, y_l, sample, n_classes, config, seed, input_noise, unlabeled_epochs)
+    prior = guard.class_prior(state.supervised) if config.n_iter > 0 else None
     step = _Iteration(net, optimizer, X_l, y_l, H, sample, backend, n_classes, config, seed,
-                      input_noise, unlabeled_epochs)
+                      input_noise, unlabeled_epochs, prior)
     for it in range(state.iteration + 1, config.n_iter + 1):
         record, state.tsvm = step(it)
         state.snapshots.append(frozen_copy(net))
@@ -209,8 +228,91 @@ def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | No
         for hook in hooks:
             hook.on_iteration_end(state)
 
-    snapshots = state.snapshots or [state.supervised]
-    return DeepSegResult(EMAEnsemble(snapshots, config.ema_decay), state.supervised, state.tsvm, state.history)
+    snapshots, iterated = state.snapshots or [state.supervised], None
+    if state.history:
+        state.history[-1].update(guard.prior_record)
+        if config.safeguard == "cv":
+            decision = guard.decide(prior)
+            state.history[-1].update(decision)
+            if decision["safeguard"] == START:
+                iterated, snapshots = EMAEnsemble(snapshots, config.ema_decay), [state.supervised]
+    return DeepSegResult(EMAEnsemble(snapshots, config.ema_decay), state.supervised, state.tsvm, state.history,
+                         iterated)
+
+
+@dataclass
+class _Safeguard:
+    """The class prior and the safeguard of one run (:mod:`deepseg.core.prior`,
+    :mod:`deepseg.core.safeguard`): the fold fits run only when one of them needs them."""
+
+    X_l: np.ndarray
+    y_l: np.ndarray
+    sample: np.ndarray
+    n_classes: int
+    config: DeepSegConfig
+    seed: int
+    input_noise: float
+    unlabeled_epochs: int
+    prior_record: dict = field(default_factory=dict)
+    _cross: CrossFit | None = None
+    _oof: np.ndarray | None = None
+    _seconds: float = 0.0
+
+    def _cross_fit(self) -> CrossFit | None:
+        c, tc = self.config, self.config.train
+        if self._cross is None and cv_possible(len(self.y_l), c.safeguard_folds):
+            start = time.perf_counter()
+            self._cross = CrossFit(self.X_l, self.y_l, self.n_classes, c.safeguard_folds, c.label_smoothing, c.net,
+                                   tc.learning_rate, tc.supervised_epochs, tc.batch_size, self.seed)
+            self._oof = self._cross.supervised()
+            self._seconds += time.perf_counter() - start
+        return self._cross
+
+    def class_prior(self, supervised: SegmentationNet) -> np.ndarray:
+        """The prior the iterations use (`class_prior`); for "auto", estimated here."""
+
+        def estimate():
+            self._cross_fit()
+            pi, tau = estimate_class_prior(predict_proba(supervised, self.sample), self._oof, self.y_l,
+                                           self.n_classes)
+            self.prior_record["prior_temperature"] = tau
+            return pi
+
+        prior = resolve_class_prior(self.config.class_prior, self.y_l, self.n_classes, estimate)
+        self.prior_record["class_prior"] = prior.tolist()
+        if self.config.class_prior == "auto":
+            log.info("class prior of the unlabelled users (EM, temperature %.3g): %s",
+                     self.prior_record["prior_temperature"], np.round(prior, 3).tolist())
+        return prior
+
+    def decide(self, prior: np.ndarray) -> dict:
+        """The safeguard's decision and out-of-fold accuracies (or why there are none)."""
+        if self._cross_fit() is None:
+            return {"safeguard": "skipped: fewer than 2 labelled users per fold's training part"}
+        c, tc = self.config, self.config.train
+        start = time.perf_counter()
+        rng = np.random.default_rng(self.seed + 4099)
+        unlabeled = self.sample
+        if len(unlabeled) > c.safeguard_unlabeled_size:
+            unlabeled = unlabeled[np.sort(rng.choice(len(unlabeled), c.safeguard_unlabeled_size, replace=False))]
+
+        def iterate(net, optimizer, X_tr, y_tr, X_u, seed):
+            set_learning_rate(optimizer, tc.learning_rate * tc.retrain_lr_factor)
+            H = smooth_labels(y_tr, self.n_classes, c.label_smoothing)
+            step = _Iteration(net, optimizer, X_tr, y_tr, H, X_u, LocalBackend(X_u), self.n_classes, c, seed,
+                              self.input_noise, self.unlabeled_epochs, prior)
+            snapshots = []
+            for it in range(1, c.n_iter + 1):
+                step(it)
+                snapshots.append(frozen_copy(net))
+            return snapshots
+
+        P = self._cross.deep_segmentation(unlabeled, iterate, c.ema_decay)
+        decision = decide(self.y_l, self._oof, P)
+        self._seconds += time.perf_counter() - start
+        log.info("safeguard: %s (out-of-fold accuracy: supervised start %.3f, Deep Segmentation %.3f)",
+                 decision["safeguard"], decision["cv_accuracy_start"], decision["cv_accuracy_deepseg"])
+        return {**decision, "safeguard_s": self._seconds}
 
 
 @dataclass
@@ -229,6 +331,7 @@ class _Iteration:
     seed: int
     input_noise: float
     unlabeled_epochs: int
+    class_prior: np.ndarray | None = None  # None: the TSVMs' labelled shares, uniform class weights
 
     def __call__(self, it: int) -> tuple[dict, OvRTSVM]:
         """The iteration's history record and TSVMs."""
@@ -240,14 +343,14 @@ class _Iteration:
         # Pseudo-labels are recomputed from scratch: the TSVMs see only this iteration's embedding.
         with watch("tsvm_s"):
             tsvm = fit_ovr_tsvm(Z_l, self.y_l, Z_u, self.n_classes, config.tsvm, mapper=self.backend.map,
-                                n_folds=config.tsvm_calibration_folds, seed=seed + it)
+                                n_folds=config.tsvm_calibration_folds, seed=seed + it, class_prior=self.class_prior)
         tsvm_labels = np.argmax(tsvm.decision_function(Z_u), axis=1)
 
         with watch("retrain_s"):
             labeler = PseudoLabeler(frozen_copy(net), tsvm, with_net=config.pseudo_labels == "tsvm_and_net")
             if tc.unlabeled_loss == "weighted_ce" and len(sample):
                 # class shares from the TSVM sample: every unlabelled user in memory, a sample on Spark
-                labeler.class_weights = balancing_weights(labeler.probabilities(sample))
+                labeler.class_weights = balancing_weights(labeler.probabilities(sample), self.class_prior)
             with self.backend.pseudo_label(labeler) as data:
                 unlabeled_loss = train_unlabeled(
                     net, self.optimizer,

@@ -49,14 +49,16 @@ class OvRTSVM:
         return softmax(self.temperature * self.decision_function(Z), axis=1)
 
 
-def _fit_task(task, Z_l, y_l, Z_u, Z_cal, folds, config: TSVMConfig) -> BinaryTSVM:
-    """One binary TSVM: class k on all labelled points (fold None), or without fold `fold`."""
+def _fit_task(task, Z_l, y_l, Z_u, Z_cal, folds, config: TSVMConfig, balance=None) -> BinaryTSVM:
+    """One binary TSVM: class k on all labelled points (fold None), or without fold `fold`;
+    `balance[k]` is its class-balance target (None: the labelled mean)."""
     fold, k = task
     y_pm = np.where(y_l == k, 1.0, -1.0)
+    r = None if balance is None else float(balance[k])
     if fold is None:
-        return fit_binary_tsvm(Z_l, y_pm, Z_u, config)
+        return fit_binary_tsvm(Z_l, y_pm, Z_u, config, balance=r)
     keep = folds != fold
-    return fit_binary_tsvm(Z_l[keep], y_pm[keep], Z_cal, config)
+    return fit_binary_tsvm(Z_l[keep], y_pm[keep], Z_cal, config, balance=r)
 
 
 def fit_temperature(scores: np.ndarray, y: np.ndarray) -> float:
@@ -92,12 +94,15 @@ def fit_ovr_tsvm(
     n_folds: int = 3,
     calibration_size: int = 20000,
     seed: int = 0,
+    class_prior: np.ndarray | None = None,
 ) -> OvRTSVM:
     """Fit one TSVM per class; `mapper(fn, items)` runs them (a Spark backend runs them as tasks).
 
     The softmax temperature is fitted on out-of-fold decision values: labelled points are
     separable by the TSVMs trained on them, so in-sample scores would make it run to its bound.
     The fold fits use a seeded sample of at most `calibration_size` unlabelled points.
+    `class_prior` π sets each TSVM's balance target r_k = 2π_k - 1 (mean decision value on the
+    unlabelled points); None: the labelled share of class k, as in Collobert et al.
     """
     mapper = mapper or (lambda fn, items: [fn(i) for i in items])
     folds = calibration_folds(y_l, n_folds, seed)
@@ -107,7 +112,8 @@ def fit_ovr_tsvm(
     tasks = [(None, k) for k in range(n_classes)]
     if folds is not None:
         tasks += [(f, k) for f in range(n_folds) for k in range(n_classes)]
-    fit = partial(_fit_task, Z_l=Z_l, y_l=y_l, Z_u=Z_u, Z_cal=Z_cal, folds=folds, config=config)
+    balance = None if class_prior is None else 2.0 * np.asarray(class_prior, dtype=np.float64) - 1.0
+    fit = partial(_fit_task, Z_l=Z_l, y_l=y_l, Z_u=Z_u, Z_cal=Z_cal, folds=folds, config=config, balance=balance)
     fitted = dict(zip(tasks, mapper(fit, tasks)))
     model = OvRTSVM(tuple(fitted[(None, k)] for k in range(n_classes)), 1.0)
     if folds is None:

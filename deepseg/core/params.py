@@ -71,7 +71,8 @@ class Param:
             text = "{" + ", ".join(f'"{o}"' for o in sorted(options)) + "}"
         else:
             text = {"floats": "tuple of 3 floats"}.get(self.kind, self.kind)
-        return text + (' or "auto"' if self.accepts_auto else "") + (" or None" if self.optional else "")
+        return (text + (' or "auto"' if self.accepts_auto else "") + (" or None" if self.optional else "")
+                + (" or array-like of shape (n_classes,)" if "array-like" in self.constraints else ""))
 
 
 def _positive(kind):
@@ -153,6 +154,23 @@ PARAMS: tuple[Param, ...] = (
     Param("tsvm_calibration_folds", 3, _non_negative(Integral),
           "Folds of labelled users for the TSVM probability temperature (< 2: fitted in-sample, sharper).",
           "tsvm_calibration_folds"),
+    # class prior and safeguard (not in the patent; issue 19)
+    Param("class_prior", "auto", (StrOptions({"auto", "labeled", "uniform"}), "array-like"),
+          "Class prior of the unlabelled users: the TSVMs' balance target (mean decision value 2π_k - 1) "
+          'and each class\'s total weight in the "weighted_ce" loss. "auto": estimated from the unlabelled '
+          "users (EM prior adjustment of the supervised start's probabilities, calibrated out of fold); "
+          '"labeled": the labelled shares; "uniform": 1/c; or one weight per class (scikit-learn and YAML).',
+          "class_prior", patent="labeled"),
+    Param("safeguard", "cv", (StrOptions({"cv", "none"}),),
+          '"cv": keep the supervised start instead when labelled-only cross-validation scores it above '
+          'Deep Segmentation (decision and scores in the last history entry); "none": always Deep Segmentation.',
+          "safeguard", patent="none"),
+    Param("safeguard_folds", 3, (Interval(Integral, 2, None, closed="left"),),
+          "Folds of labelled users for the safeguard's cross-validation and the prior's calibration.",
+          "safeguard_folds"),
+    Param("safeguard_unlabeled_size", 1000, _positive(Integral),
+          "Unlabelled users (a seeded sample) that each cross-validation fit iterates on; bounds its cost.",
+          "safeguard_unlabeled_size"),
     # the answer (patent [0107])
     Param("ema_decay", 0.5, _fraction(), "Decay rho of the moving average of g(f(x)) over iterations.",
           "ema_decay", patent=0.8),

@@ -59,11 +59,17 @@ class PseudoLabeler:
         return P.astype(np.float32)
 
 
-def balancing_weights(P: np.ndarray) -> np.ndarray:
-    """ζ_k = (1/c) / share of the users whose argmax is k: each class weighs the same in total."""
+def balancing_weights(P: np.ndarray, prior: np.ndarray | None = None) -> np.ndarray:
+    """ζ_k = π_k / share of the users whose argmax is k: class k weighs π_k in total.
+
+    π is the class prior (None: uniform, each class weighs the same); with the estimated prior of
+    the unlabelled users, a class the pseudo-labels over-represent is weighed down to its share.
+    """
     n, c = P.shape
     counts = np.bincount(P.argmax(axis=1), minlength=c)
-    return n / c / np.maximum(counts, 1)
+    if prior is None:
+        return n / c / np.maximum(counts, 1)
+    return n * np.asarray(prior, dtype=np.float64) / np.maximum(counts, 1)
 
 
 def weighted_hard_targets(P: np.ndarray, class_weights: np.ndarray) -> np.ndarray:

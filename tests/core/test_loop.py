@@ -24,7 +24,7 @@ def test_ema_weights_match_the_recursion():
 
 def test_ema_ensemble_is_the_weighted_mean_of_iteration_predictions(moons):
     X, y, _ = moons
-    clf = DeepSegmentationClassifier(random_state=0, ema_decay=0.5, **FAST).fit(X, y)
+    clf = DeepSegmentationClassifier(random_state=0, ema_decay=0.5, safeguard="none", **FAST).fit(X, y)
     from deepseg.core.train import predict_proba
 
     per_iteration = [predict_proba(net, X) for net in clf.model_.ensemble.nets]
@@ -53,10 +53,12 @@ def test_pseudo_labels_are_recomputed_from_scratch_each_iteration(moons):
     lab = y != -1
     backend = SpyBackend(X[~lab])
     config = DeepSegConfig(n_iter=3, train=TrainConfig(supervised_epochs=20, unlabeled_epochs=2, labeled_epochs=2))
-    fit_deep_segmentation(X[lab], y[lab], backend, 2, config, seed=0)
-    assert len(backend.labelers) == 3
+    result = fit_deep_segmentation(X[lab], y[lab], backend, 2, config, seed=0)
+    assert len(backend.labelers) == 3  # the safeguard's fold fits run on their own backends
+    prior = np.array(result.history[-1]["class_prior"])
     for labeler in backend.labelers:
-        fresh = fit_ovr_tsvm(embed(labeler.net, X[lab]), y[lab], embed(labeler.net, X[~lab]), 2, config.tsvm)
+        fresh = fit_ovr_tsvm(embed(labeler.net, X[lab]), y[lab], embed(labeler.net, X[~lab]), 2, config.tsvm,
+                             class_prior=prior)
         np.testing.assert_allclose(fresh.coef, labeler.tsvm.coef, rtol=1e-6, atol=1e-9)
     # and the embeddings did change between iterations, so this is not vacuous
     assert not np.allclose(backend.labelers[0].tsvm.coef, backend.labelers[-1].tsvm.coef)
@@ -103,7 +105,7 @@ def test_unlabeled_data_helps_on_digits():
 
 def test_outputs_and_labels_kept(moons):
     X, y, _ = moons
-    clf = DeepSegmentationClassifier(random_state=0, **FAST).fit(X, y)
+    clf = DeepSegmentationClassifier(random_state=0, safeguard="none", **FAST).fit(X, y)
     P = clf.predict_proba(X)
     np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-5)
     assert clf.transform(X).shape == (len(X), 32)
@@ -194,7 +196,7 @@ def test_weighted_hard_targets_weigh_by_certainty_and_class_share():
 
 def test_tsvm_and_net_pseudo_labels_are_the_renormalised_product(moons):
     X, y, _ = moons
-    clf = DeepSegmentationClassifier(random_state=0, pseudo_labels="tsvm", **FAST).fit(X, y)
+    clf = DeepSegmentationClassifier(random_state=0, pseudo_labels="tsvm", safeguard="none", **FAST).fit(X, y)
     net, tsvm = clf.model_.ensemble.nets[-1], clf.model_.tsvm
     expected = tsvm.predict_proba(embed(net, X)) * predict_proba(net, X)
     expected /= expected.sum(axis=1, keepdims=True)
@@ -206,13 +208,14 @@ def test_tsvm_and_net_pseudo_labels_are_the_renormalised_product(moons):
 @pytest.mark.parametrize("loss, pseudo_labels", [("mse", "tsvm"), ("weighted_ce", "tsvm_and_net")])
 def test_the_loop_hands_the_backend_the_configured_targets(moons, loss, pseudo_labels):
     """The patent's path: TSVM probability vectors; deepseg's: class-weighted hard targets of the
-    TSVM x g∘f product, class weights from every unlabelled point's argmax."""
+    TSVM x g∘f product, class weights from every unlabelled point's argmax and the class prior."""
     X, y, _ = moons
     lab = y != -1
     backend = SpyBackend(X[~lab])
     config = DeepSegConfig(n_iter=2, pseudo_labels=pseudo_labels, train=TrainConfig(
         supervised_epochs=20, unlabeled_epochs=2, labeled_epochs=2, unlabeled_loss=loss))
-    fit_deep_segmentation(X[lab], y[lab], backend, 2, config, seed=0)
+    result = fit_deep_segmentation(X[lab], y[lab], backend, 2, config, seed=0)
+    prior = np.array(result.history[-1]["class_prior"])
     for labeler in backend.labelers:
         assert labeler.with_net == (pseudo_labels == "tsvm_and_net")
         T = labeler(X[~lab])
@@ -220,7 +223,7 @@ def test_the_loop_hands_the_backend_the_configured_targets(moons, loss, pseudo_l
             assert labeler.class_weights is None
             np.testing.assert_allclose(T.sum(axis=1), 1.0, rtol=1e-5)
         else:
-            np.testing.assert_allclose(labeler.class_weights, balancing_weights(labeler.probabilities(X[~lab])))
+            np.testing.assert_allclose(labeler.class_weights, balancing_weights(labeler.probabilities(X[~lab]), prior))
             assert (np.count_nonzero(T, axis=1) <= 1).all() and (T >= 0).all()
 
 
@@ -342,3 +345,4 @@ def test_patent_params_give_the_patents_settings():
     assert (cfg.tsvm.C, cfg.tsvm.C_unlabeled, cfg.ema_decay, cfg.n_iter) == (1.0, 1.0, 0.8, 6)
     assert (t.learning_rate, cfg.label_smoothing) == (1e-3, 1e-3)
     assert (cfg.net.hidden_size, cfg.net.embedding_size) == (128, 32)
+    assert (cfg.class_prior, cfg.safeguard) == ("labeled", "none")  # the labelled shares, no safeguard
