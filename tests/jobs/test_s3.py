@@ -1,7 +1,8 @@
 """Every table and artefact on ``s3a://``, on a real S3-compatible server on loopback (S3Proxy,
 :mod:`tests.s3server`): the whole chain equals the local-folder run; killed jobs leave the
-previous model and table versions; a resumed train equals an uninterrupted one; delta-rs reads
-every output table; a missing bucket or a refused key is one line naming the bucket."""
+previous model and table versions; a resumed train equals an uninterrupted one; keys given as
+Spark settings are masked; delta-rs reads every output table; a missing bucket or a refused key is
+one line naming the bucket; models save and load on s3a:// URIs."""
 
 from __future__ import annotations
 
@@ -86,8 +87,8 @@ def test_the_whole_chain_on_s3_equals_the_local_run(chain, local_chain, server, 
         assert table.to_pyarrow_table().num_rows == len(chain["snapshot"][name]), name
 
 
-def test_killed_train_leaves_the_previous_model_and_resume_equals_it(chain, conf, env, s3spark, tmp_path,
-                                                                      monkeypatch):
+def test_killed_train_leaves_the_previous_model_and_resume_equals_it(chain, conf, env, server, s3spark,
+                                                                      tmp_path, monkeypatch):
     from deepseg.pipeline import load_trained, model_versions
     from deepseg.pipeline.tables import read_table
 
@@ -100,10 +101,22 @@ def test_killed_train_leaves_the_previous_model_and_resume_equals_it(chain, conf
     assert hit, log.read_text()[-3000:]
     assert model_versions(cfg) == before_versions and tables_state(s3spark, cfg) == before_tables
 
-    code, out = cli(conf, "train", "--resume", env=env)
+    # resumed with the keys as Spark settings of an uncommitted file instead of the environment:
+    # they reach neither the job's output nor the model's config.yaml
+    secret_conf = write_conf(tmp_path / "secret", {
+        "spark": {"master": "local[2]", "conf": {**server.spark_conf(),
+                                                 "spark.hadoop.fs.s3a.access.key": server.access_key,
+                                                 "spark.hadoop.fs.s3a.secret.key": server.secret_key}},
+        "data": {"root": f"s3a://{BUCKET}/deepseg"}})
+    code, out = cli(secret_conf, "train", "--resume", env=clean_env())
     assert code == 0 and "resumed from the training checkpoint" in out, out[-3000:]
+    assert server.secret_key not in out
     versions = model_versions(cfg)
     assert len(versions) == 2 and versions[0] == before_versions[0]
+    models = cfg.data.models_path.removeprefix(f"s3a://{BUCKET}/")
+    saved = (server.folder / "data" / BUCKET / models / versions[1] / "config.yaml").read_text()
+    assert server.secret_key not in saved and server.access_key not in saved
+    assert "spark.hadoop.fs.s3a.secret.key: <redacted>" in saved
     first, resumed = load_trained(cfg, versions[0]), load_trained(cfg, versions[1])
     X = np.array([r.features for r in read_table(s3spark, cfg, "features").orderBy("user_id").collect()],
                  dtype=np.float32)
@@ -142,24 +155,6 @@ def test_missing_bucket_and_refused_key_exit_2_naming_the_bucket(conf, env, serv
     assert code == 2 and f"access to bucket '{BUCKET}' was refused" in out, out[-3000:]
     assert "not-the-key-at-all" not in out and server.secret_key not in out
     assert sorted(p.relative_to(server.folder) for p in (server.folder / "data").rglob("*")) == before
-
-
-def test_secrets_in_spark_conf_are_masked_in_the_model_and_the_log(chain, conf, server, tmp_path):
-    """Keys given as spark.hadoop.fs.s3a.* (an uncommitted file here) never reach the model's
-    config.yaml or the job's output."""
-    secret_conf = write_conf(tmp_path / "secret", {
-        "spark": {"master": "local[2]", "conf": {**server.spark_conf(),
-                                                 "spark.hadoop.fs.s3a.access.key": server.access_key,
-                                                 "spark.hadoop.fs.s3a.secret.key": server.secret_key}},
-        "data": {"root": f"s3a://{BUCKET}/deepseg"}})
-    code, out = cli(secret_conf, "train", env=clean_env())
-    assert code == 0, out[-3000:]
-    assert server.secret_key not in out
-    version = json.loads(out[out.rindex("{\n"):])["model_version"]
-    models = load_config(secret_conf).data.models_path.removeprefix(f"s3a://{BUCKET}/")
-    saved = (server.folder / "data" / BUCKET / models / version / "config.yaml").read_text()
-    assert server.secret_key not in saved and server.access_key not in saved
-    assert "spark.hadoop.fs.s3a.secret.key: <redacted>" in saved
 
 
 def test_models_and_files_round_trip_on_s3(chain, conf, s3spark, tmp_path):
