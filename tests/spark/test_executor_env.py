@@ -10,6 +10,7 @@ on the cluster; each executor reports its interpreter and where it imported deep
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,12 @@ DRIVER = textwrap.dedent('''
 ''')
 
 
+def _without_checkout(env: dict) -> dict:
+    """`env` without PYTHONPATH: nothing may reach this checkout but the driver's own install."""
+    env.pop("PYTHONPATH", None)
+    return env
+
+
 def executor_env(folder: Path) -> Path:
     """A virtual environment with deepseg's dependencies but not deepseg; returns its python."""
     venv.create(folder, with_pip=False)
@@ -62,7 +69,7 @@ def test_a_stage_runs_with_executors_on_another_environment(tmp_path, spark, whe
 
     python = executor_env(tmp_path / "executor-env")
     probe = subprocess.run([python, "-c", "import torch, pyarrow, numpy; import deepseg"], capture_output=True,
-                           text=True, cwd=tmp_path)
+                           text=True, cwd=tmp_path, env=_without_checkout(dict(os.environ)))
     assert probe.returncode != 0 and "No module named 'deepseg'" in probe.stderr, probe.stderr
 
     cluster = StandaloneCluster(tmp_path / "cluster")
@@ -80,8 +87,8 @@ def test_a_stage_runs_with_executors_on_another_environment(tmp_path, spark, whe
                   "--conf", f"spark.pyspark.driver.python={sys.executable}",
                   *[x for k, v in driver_conf(ui).items() for x in ("--conf", f"{k}={v}")],
                   "driver.py", str(REPO / "conf" / "local.yaml"), json.dumps(overrides)]
-        done = subprocess.run(submit, cwd=cluster.root / "driver", env=cluster.env(), capture_output=True,
-                              text=True, timeout=600)
+        done = subprocess.run(submit, cwd=cluster.root / "driver", env=_without_checkout(cluster.env()),
+                              capture_output=True, text=True, timeout=600)
     finally:
         left = cluster.stop()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
