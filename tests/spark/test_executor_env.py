@@ -73,6 +73,7 @@ def test_a_stage_runs_with_executors_on_another_environment(tmp_path, spark, whe
     assert probe.returncode != 0 and "No module named 'deepseg'" in probe.stderr, probe.stderr
 
     cluster = StandaloneCluster(tmp_path / "cluster")
+    cluster.env = lambda: _without_checkout(StandaloneCluster.env(cluster))  # workers pass theirs on
     root = str(cluster.root / "data")
     prepare(spark, root)  # input tables and a model, on the local session
     train_job(spark, load_config(REPO / "conf" / "local.yaml", driver_overrides("local[2]", root, 0)))
@@ -87,7 +88,7 @@ def test_a_stage_runs_with_executors_on_another_environment(tmp_path, spark, whe
                   "--conf", f"spark.pyspark.driver.python={sys.executable}",
                   *[x for k, v in driver_conf(ui).items() for x in ("--conf", f"{k}={v}")],
                   "driver.py", str(REPO / "conf" / "local.yaml"), json.dumps(overrides)]
-        done = subprocess.run(submit, cwd=cluster.root / "driver", env=_without_checkout(cluster.env()),
+        done = subprocess.run(submit, cwd=cluster.root / "driver", env=cluster.env(),
                               capture_output=True, text=True, timeout=600)
     finally:
         left = cluster.stop()
