@@ -1,5 +1,6 @@
 """Executors get deepseg from the wheel: a stage on the loopback standalone cluster, submitted with
-``spark-submit --py-files dist/deepseg-*.whl``, its executors on another Python environment.
+``spark-submit --py-files deepseg.zip`` (the wheel under a .zip name: Spark puts .zip and .egg
+files on the executors' Python path, not .whl), its executors on another Python environment.
 
 The executors' environment is a separate virtual environment that has deepseg's dependencies
 (numpy, torch, pyarrow, ...: a ``.pth`` line borrows the test venv's site-packages, whose own
@@ -83,8 +84,9 @@ def test_a_stage_runs_with_executors_on_another_environment(tmp_path, spark, whe
         overrides = driver_overrides(cluster.url, root, ui)
         (cluster.root / "driver").mkdir()
         (cluster.root / "driver" / "driver.py").write_text(DRIVER)
+        shipped = shutil.copy(wheel, cluster.root / "deepseg.zip")
         submit = [str(Path(sys.executable).parent / "spark-submit"), "--master", cluster.url,
-                  "--py-files", str(wheel), "--conf", f"spark.pyspark.python={python}",
+                  "--py-files", str(shipped), "--conf", f"spark.pyspark.python={python}",
                   "--conf", f"spark.pyspark.driver.python={sys.executable}",
                   *[x for k, v in driver_conf(ui).items() for x in ("--conf", f"{k}={v}")],
                   "driver.py", str(REPO / "conf" / "local.yaml"), json.dumps(overrides)]
@@ -98,5 +100,5 @@ def test_a_stage_runs_with_executors_on_another_environment(tmp_path, spark, whe
     assert result["scored"] == 1000
     for executable, deepseg_file, _ in result["executors"]:
         assert executable == str(python)
-        assert wheel.name in deepseg_file or "userFiles" in deepseg_file, deepseg_file  # from the shipped wheel
+        assert "deepseg.zip" in deepseg_file, deepseg_file  # from the shipped wheel
         assert not deepseg_file.startswith(str(REPO)), deepseg_file
