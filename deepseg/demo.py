@@ -287,7 +287,7 @@ def run_demo(n_users: int | None = None, out: str | None = None, conf: str = "co
         with timed("evaluate", seconds):
             metrics = evaluate(spark, cfg, trained, settings)
     summary = {
-        "root": str(Path(cfg.data.root).resolve()),
+        "root": cfg.data.root if storage.is_remote(cfg.data.root) else str(Path(cfg.data.root).resolve()),
         "tables": {**tables, **{n: cfg.data.table_path(n) for n in
                                 ("features", "survey_invitations", "survey_segments", "user_segments",
                                  "segment_profiles", "audiences")}},
@@ -326,7 +326,7 @@ def write_demo_report(spark: "SparkSession", cfg: Config, trained: TrainedModel,
         ("deepseg_accuracy_unlabeled", "accuracy of deepseg, unlabelled users"),
         ("supervised_accuracy", "accuracy of the supervised-only baseline, all users"),
         ("supervised_accuracy_unlabeled", "accuracy of the supervised-only baseline, unlabelled users"))}
-    return write_report(Path(cfg.data.root) / "report.html", {
+    return write_report(join(cfg.data.root, "report.html"), {
         **data, "title": "deepseg demo report", "summary": {**summary, **data["summary"]},
         "ground_truth": {**truth, "metrics": accuracy}})
 
