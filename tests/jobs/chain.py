@@ -59,7 +59,7 @@ def cli(conf: Path, *args, env: dict | None = None, timeout: int = 600) -> tuple
 
 
 def generate_features_survey(conf: Path, env: dict | None = None, setup: str = "") -> None:
-    session(conf, setup + """
+    session(conf, textwrap.dedent(setup) + textwrap.dedent("""
         from deepseg.demo import generate_tables, load_demo_settings
         from deepseg.pipeline import features_job, survey_job
         generate_tables(spark, cfg, load_demo_settings("demo.yaml", {"generate": {
@@ -67,7 +67,7 @@ def generate_features_survey(conf: Path, env: dict | None = None, setup: str = "
             "synthetic": {"survey_fraction": 0.15, "events_per_user": 5.0, "n_segments": 3}}}))
         features_job(spark, cfg)
         survey_job(spark, cfg)
-    """, env)
+    """), env)
 
 
 def score_audiences(conf: Path, env: dict | None = None) -> None:
@@ -115,14 +115,14 @@ def run_chain(conf: Path, env: dict | None = None, setup: str = "", inspect: str
     code, out = cli(conf, "train", env=env)
     assert code == 0, out[-3000:]
     score_audiences(conf, env)
-    return session(conf, SNAPSHOT + textwrap.dedent(inspect) + f"""
+    return session(conf, textwrap.dedent(SNAPSHOT) + textwrap.dedent(inspect) + textwrap.dedent(f"""
     from deepseg.pipeline import refresh_job
     from deepseg.pipeline.tables import history
     before = {{n: len(history(spark, cfg.data.table(n))) for n in {OUTPUTS!r}}}
     refresh_job(spark, cfg)  # nothing changed since scoring: commits nothing
     out["again"] = {{n: len(history(spark, cfg.data.table(n))) - before[n] for n in {OUTPUTS!r}}}
     out["ops"] = {{n: [h.operation for h in history(spark, cfg.data.table(n))] for n in {OUTPUTS!r}}}
-    """, env)
+    """), env)
 
 
 def assert_same_outputs(got: dict, reference: dict) -> None:

@@ -68,5 +68,6 @@ def test_malformed_names_exit_2_naming_them(tmp_path, entry, message):
     conf = tmp_path / "bad.yaml"
     conf.write_text(yaml.safe_dump({"data": {"root": str(tmp_path / "d"), "tables": {"users": entry}}}))
     code, err = cli(conf, "features")
-    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    errors = [line for line in err.splitlines() if line.startswith("deepseg features:")]
+    assert code == 2 and len(errors) == 1 and message in errors[0], err
     assert not (tmp_path / "d").exists()
