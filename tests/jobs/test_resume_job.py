@@ -117,7 +117,7 @@ def test_killed_train_resumed_equals_uninterrupted_run(spark, cfg, conf, uninter
     resumed = _train(conf, "--resume")
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-5000:]
-    assert "resumed from the training checkpoint" in err and "supervised start" not in err, err[-5000:]
+    assert "resumed from the training checkpoint" in err and "supervised start:" not in err, err[-5000:]
     assert "iteration 1/3: " not in err and "iteration 3/3: " in err
     assert not Path(checkpoint.directory).exists()
     versions = model_versions(cfg)
