@@ -86,12 +86,14 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
     def fit(self, X, y):
         """Fit on X with labels y, where y == -1 marks unlabelled points.
 
-        Raises ValueError for NaN or ±inf in X or y and for labelled points of fewer than two
-        classes. Without any unlabelled point it warns (UserWarning) and fits anyway: the
+        X may be a ``scipy.sparse`` matrix (any format; taken as CSR, never densified: mini-batches
+        go through f's first layer as sparse products, see :mod:`deepseg.core.sparse`). Raises
+        ValueError for NaN or ±inf in X (dense or the stored entries of sparse X) or y and for labelled
+        points of fewer than two classes. Without any unlabelled point it warns (UserWarning) and fits anyway: the
         supervised start, retrained on the labelled points (scikit-learn's API, and its
         common checks, expect a classifier to fit fully labelled data).
         """
-        X, y = validate_data(self, X, y, dtype=np.float32, ensure_min_samples=2)
+        X, y = validate_data(self, X, y, dtype=np.float32, ensure_min_samples=2, accept_sparse="csr")
         labeled, self.classes_, y_idx = split_semi_supervised(y)
         if labeled.all():
             warnings.warn(f"{type(self).__name__}: y has no unlabelled point (y == -1), so nothing is "
@@ -111,17 +113,18 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]  # f computes in float32
+        tags.input_tags.sparse = True
         return tags
 
     def predict_proba(self, X):
         """EMA over iterations of softmax(g(f(X)))."""
         check_is_fitted(self)
-        return self.model_.ensemble(validate_data(self, X, reset=False, dtype=np.float32))
+        return self.model_.ensemble(validate_data(self, X, reset=False, dtype=np.float32, accept_sparse="csr"))
 
     def staged_predict_proba(self, X):
         """The EMA prediction after each iteration 1..n_iter_ (after the supervised start if 0)."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float32)
+        X = validate_data(self, X, reset=False, dtype=np.float32, accept_sparse="csr")
         for n in range(1, len(self.model_.ensemble.nets) + 1):
             yield self.model_.ensemble(X, n)
 
@@ -132,4 +135,4 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
     def transform(self, X):
         """The embedding f(X) of the last iteration (n_samples, embedding_size)."""
         check_is_fitted(self)
-        return self.model_.ensemble.embed(validate_data(self, X, reset=False, dtype=np.float32))
+        return self.model_.ensemble.embed(validate_data(self, X, reset=False, dtype=np.float32, accept_sparse="csr"))

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from deepseg.core.params import default
+from deepseg.core.sparse import SparseRows, TransposedLinear, sparse_linear
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,9 @@ class EmbeddingNet(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.dense2 = nn.Linear(config.hidden_size, config.embedding_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.dropout(self.norm(torch.tanh(self.dense1(x))))
+    def forward(self, x: torch.Tensor | SparseRows) -> torch.Tensor:
+        a = sparse_linear(self.dense1, x) if isinstance(x, SparseRows) else self.dense1(x)
+        h = self.dropout(self.norm(torch.tanh(a)))
         return torch.tanh(self.dense2(h))
 
 
@@ -55,21 +57,30 @@ class SoftmaxHead(nn.Module):
 
 
 class SegmentationNet(nn.Module):
-    """g∘f as one module, so optimisers, state dicts and snapshots handle both together."""
+    """g∘f as one module, so optimisers, state dicts and snapshots handle both together.
 
-    def __init__(self, n_features: int, n_classes: int, config: NetConfig = NetConfig()):
+    With `sparse_input`, f's first weight matrix is stored transposed (the same initial values:
+    :class:`~deepseg.core.sparse.TransposedLinear`), for fast training on sparse rows.
+    """
+
+    def __init__(self, n_features: int, n_classes: int, config: NetConfig = NetConfig(),
+                 sparse_input: bool = False):
         super().__init__()
         self.config = config
         self.f = EmbeddingNet(n_features, config)
         self.g = SoftmaxHead(config.embedding_size, n_classes)
         glorot_normal_(self)
+        if sparse_input:
+            self.f.dense1 = TransposedLinear.from_linear(self.f.dense1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | SparseRows) -> torch.Tensor:
         return self.g(self.f(x))
 
     def penalized_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The weight matrices that `config.l2` penalises, in order through the network."""
-        return self.f.dense1.weight, self.f.dense2.weight, self.g.dense.weight
+        """The weight matrices (leaf tensors) that `config.l2` penalises, in order through the network
+        (f's first one transposed where it is stored so: the penalty is elementwise)."""
+        first = getattr(self.f.dense1, "weight_t", None)
+        return (self.f.dense1.weight if first is None else first), self.f.dense2.weight, self.g.dense.weight
 
     def penalty(self) -> torch.Tensor:
         """Tikhonov penalty Σ λ_k ||W_k||², decreasing through the network (training adds its

@@ -28,6 +28,7 @@ from deepseg.core.params import PARAMS, default, section_defaults
 from deepseg.core.prior import check_class_prior, estimate_class_prior, resolve_class_prior
 from deepseg.core.pseudo import EMAEnsemble, PseudoLabeler, balancing_weights, frozen_copy
 from deepseg.core.safeguard import START, CrossFit, cv_possible, decide
+from deepseg.core.sparse import as_float32, issparse, n_rows
 from deepseg.core.train import (
     TrainConfig,
     embed,
@@ -187,15 +188,17 @@ def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | No
     check_class_prior(config.class_prior, n_classes)
     torch.manual_seed(seed)
     tc = config.train
-    X_l = np.asarray(X_l, dtype=np.float32)
+    X_l = as_float32(X_l)  # a sparse matrix stays sparse: deepseg.core.sparse
     H = smooth_labels(y_l, n_classes, config.label_smoothing)
-    net = SegmentationNet(X_l.shape[1], n_classes, config.net)
+    net = SegmentationNet(X_l.shape[1], n_classes, config.net, sparse_input=issparse(X_l))
     optimizer = make_optimizer(net, tc.learning_rate)
-    sample = np.asarray(backend.sample_unlabeled(config.tsvm_sample_size, seed), dtype=np.float32)
+    sample = as_float32(backend.sample_unlabeled(config.tsvm_sample_size, seed))
 
-    hooks: list = [LogProgress(len(X_l), config)]
+    hooks: list = [LogProgress(n_rows(X_l), config)]
     state = None
     if checkpoint is not None:
+        if issparse(X_l) or issparse(sample):
+            raise ValueError("checkpoints need dense features; got a sparse matrix")
         saver = CheckpointHook(checkpoint, run_fingerprint(X_l, y_l, sample, n_classes, config, seed),
                                net, optimizer)
         hooks.append(saver)
@@ -293,8 +296,8 @@ class _Safeguard:
         start = time.perf_counter()
         rng = np.random.default_rng(self.seed + 4099)
         unlabeled = self.sample
-        if len(unlabeled) > c.safeguard_unlabeled_size:
-            unlabeled = unlabeled[np.sort(rng.choice(len(unlabeled), c.safeguard_unlabeled_size, replace=False))]
+        if n_rows(unlabeled) > c.safeguard_unlabeled_size:
+            unlabeled = unlabeled[np.sort(rng.choice(n_rows(unlabeled), c.safeguard_unlabeled_size, replace=False))]
 
         def iterate(net, optimizer, X_tr, y_tr, X_u, seed):
             set_learning_rate(optimizer, tc.learning_rate * tc.retrain_lr_factor)
@@ -348,7 +351,7 @@ class _Iteration:
 
         with watch("retrain_s"):
             labeler = PseudoLabeler(frozen_copy(net), tsvm, with_net=config.pseudo_labels == "tsvm_and_net")
-            if tc.unlabeled_loss == "weighted_ce" and len(sample):
+            if tc.unlabeled_loss == "weighted_ce" and n_rows(sample):
                 # class shares from the TSVM sample: every unlabelled user in memory, a sample on Spark
                 labeler.class_weights = balancing_weights(labeler.probabilities(sample), self.class_prior)
             with self.backend.pseudo_label(labeler) as data:
@@ -366,7 +369,7 @@ class _Iteration:
             "iteration": it,
             "tsvm_objective": float(np.mean([s.objective for s in tsvm.separators])),
             "tsvm_cccp_rounds": [s.n_iter for s in tsvm.separators],
-            "agreement": float(np.mean(net_labels == tsvm_labels)) if len(sample) else float("nan"),
+            "agreement": float(np.mean(net_labels == tsvm_labels)) if n_rows(sample) else float("nan"),
             "class_shares": np.bincount(net_labels, minlength=self.n_classes).tolist(),
             "mse": unlabeled_loss[-1] if unlabeled_loss else float("nan"),
             "kl": kl[-1] if kl else float("nan"),

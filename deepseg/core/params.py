@@ -135,7 +135,8 @@ PARAMS: tuple[Param, ...] = (
           "train.mixup_alpha", patent=0.0),
     Param("input_noise", "auto", (*_non_negative(Real), _AUTO),
           "Std of Gaussian noise added to the unlabelled users' (standardised) features in every "
-          'retraining batch (0: off, the patent); "auto": 0.2 up to 10 labelled users per class, less above.',
+          'retraining batch (0: off, the patent); "auto": 0.2 up to 10 labelled users per class, less above. '
+          "For scipy.sparse input, added to the stored (non-zero) entries only.",
           "train.input_noise", patent=0.0),
     # pseudo-labels and TSVMs (patent [0105], objective (4))
     Param("pseudo_labels", "tsvm_and_net", (StrOptions({"tsvm", "tsvm_and_net"}),),

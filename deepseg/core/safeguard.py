@@ -25,6 +25,7 @@ import torch
 
 from deepseg.core.embed import SegmentationNet, smooth_labels
 from deepseg.core.pseudo import EMAEnsemble
+from deepseg.core.sparse import as_float32, issparse, vstack
 from deepseg.core.train import make_optimizer, predict_proba, train_labeled
 
 #: The safeguard's choices, as recorded in the history.
@@ -92,7 +93,8 @@ class CrossFit:
             seed = self.seed + 7919 * (k + 1)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                net = SegmentationNet(self.X_l.shape[1], self.n_classes, self.net_config)
+                net = SegmentationNet(self.X_l.shape[1], self.n_classes, self.net_config,
+                                      sparse_input=issparse(self.X_l))
                 optimizer = make_optimizer(net, self.learning_rate)
                 H = smooth_labels(self.y_l[~held], self.n_classes, self.label_smoothing)
                 train_labeled(net, optimizer, self.X_l[~held], H, self.epochs, self.batch_size, seed)
@@ -106,7 +108,7 @@ class CrossFit:
         the held-out fold; after :meth:`supervised`."""
         P = np.zeros((len(self.y_l), self.n_classes))
         for fit in self._fits:
-            X_u = np.concatenate([unlabeled, self.X_l[fit.held]]).astype(np.float32)
+            X_u = as_float32(vstack([unlabeled, self.X_l[fit.held]]))
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(fit.seed + 1)
                 snapshots = iterate(fit.net, fit.optimizer, self.X_l[~fit.held], self.y_l[~fit.held], X_u,

@@ -14,6 +14,7 @@ import torch
 
 from deepseg.core.embed import SegmentationNet, kl_loss, mse_loss, weighted_cross_entropy
 from deepseg.core.params import default
+from deepseg.core.sparse import SparseRows, issparse, n_rows
 
 Batches = Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]]  # epoch -> (x, target) batches
 
@@ -85,24 +86,38 @@ def torch_threads(n: int | None):
 
 
 def make_optimizer(net: SegmentationNet, learning_rate: float) -> torch.optim.Optimizer:
-    """Adam over every parameter of g∘f: one fused kernel call per step where this torch has it."""
+    """Adam over every parameter of g∘f: one fused kernel call per step where this torch has it.
+
+    A network for sparse input (f's first weights stored transposed) has those weights in a group
+    of their own whose `weight_decay` is their penalty's 2λ: Adam adds 2λ·W to the gradient as
+    :func:`optimizer_step` does for the others, inside its kernel (one pass less over d × 128).
+    """
+    first = getattr(net.f.dense1, "weight_t", None)
+    if first is None:
+        params = net.parameters()
+    else:
+        params = [{"params": [first], "weight_decay": 2.0 * net.config.l2[0]},
+                  {"params": [p for p in net.parameters() if p is not first]}]
     try:
-        return torch.optim.Adam(net.parameters(), lr=learning_rate, fused=True)
+        return torch.optim.Adam(params, lr=learning_rate, fused=True)
     except (RuntimeError, TypeError):  # pragma: no cover - torch without fused CPU Adam
-        return torch.optim.Adam(net.parameters(), lr=learning_rate)
+        return torch.optim.Adam(params, lr=learning_rate)
 
 
 def optimizer_step(net: SegmentationNet, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     """One step on loss + the Tikhonov penalty Σ λ_k‖W_k‖².
 
     The penalty's gradient 2λ_k·W_k is added to the weights' gradients in place: the same step
-    as back-propagating through the penalty, without building it into every step's graph.
+    as back-propagating through the penalty, without building it into every step's graph (for a
+    weight in a parameter group with `weight_decay`, Adam adds it: :func:`make_optimizer`).
     """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    decayed = [p for g in optimizer.param_groups if g["weight_decay"] for p in g["params"]]
     with torch.no_grad():
         for w, lam in zip(net.penalized_weights(), net.config.l2):
-            w.grad.add_(w, alpha=2.0 * lam)
+            if not any(w is p for p in decayed):
+                w.grad.add_(w, alpha=2.0 * lam)
     optimizer.step()
 
 
@@ -114,8 +129,8 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) ->
 def shuffled_batches(X: np.ndarray, T: np.ndarray, batch_size: int, seed: int,
                      max_rows: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Mini-batches of (X, T) in a seeded random order; at most `max_rows` rows (a random subset)."""
-    order = np.random.default_rng(seed).permutation(len(X))[:max_rows]
-    for start in range(0, len(X), batch_size):
+    order = np.random.default_rng(seed).permutation(n_rows(X))[:max_rows]
+    for start in range(0, n_rows(X), batch_size):
         idx = order[start:start + batch_size]
         yield X[idx], T[idx]
 
@@ -142,33 +157,43 @@ def train_epochs(
     for epoch in range(epochs):
         total, count = 0.0, 0
         for xb, tb in batches(epoch):
-            if len(xb) < 2:  # batch-norm needs two rows in training mode
+            rows = n_rows(xb)
+            if rows < 2:  # batch-norm needs two rows in training mode
                 continue
-            x = torch.as_tensor(xb, dtype=torch.float32)
+            x = as_input(xb)
             t = torch.as_tensor(tb, dtype=torch.float32)
-            if input_noise > 0:
+            if input_noise > 0 and isinstance(x, SparseRows):  # on the stored entries (deepseg.core.sparse)
+                x = x.with_noise(input_noise, rng)
+            elif input_noise > 0:
                 x = x + input_noise * torch.as_tensor(rng.standard_normal(x.shape), dtype=x.dtype)
             if mixup_alpha > 0:
                 x, t = mixup(x, t, mixup_alpha, rng)
             value = weight * loss(net(x), t)
             optimizer_step(net, optimizer, value)
-            total += float(value.detach()) * len(xb)
-            count += len(xb)
+            total += float(value.detach()) * rows
+            count += rows
         means.append(total / max(count, 1))
     return means
 
 
-def mixup(x: torch.Tensor, t: torch.Tensor, alpha: float, rng: np.random.Generator
-          ) -> tuple[torch.Tensor, torch.Tensor]:
+def as_input(xb) -> torch.Tensor | SparseRows:
+    """A batch as f takes it: a float32 tensor, or :class:`SparseRows` for a sparse matrix."""
+    return SparseRows.of(xb) if issparse(xb) else torch.as_tensor(np.asarray(xb), dtype=torch.float32)
+
+
+def mixup(x: torch.Tensor | SparseRows, t: torch.Tensor, alpha: float, rng: np.random.Generator
+          ) -> tuple[torch.Tensor | SparseRows, torch.Tensor]:
     """λ·(x, t) + (1-λ)·(x, t)[π] for λ ~ Beta(α, α) folded onto [½, 1] and a random order π.
 
     The targets mix linearly like the inputs; both unlabelled losses accept such soft rows (the
     weighted cross-entropy is linear in its target). Folding keeps each row closest to itself.
+    Sparse rows are mixed after f's first (linear) product: :class:`SparseRows`.
     """
     lam = rng.beta(alpha, alpha)
     lam = max(lam, 1.0 - lam)
     perm = torch.as_tensor(rng.permutation(len(x)))
-    return lam * x + (1.0 - lam) * x[perm], lam * t + (1.0 - lam) * t[perm]
+    mixed = x.mixed(lam, perm) if isinstance(x, SparseRows) else lam * x + (1.0 - lam) * x[perm]
+    return mixed, lam * t + (1.0 - lam) * t[perm]
 
 
 def train_labeled(net, optimizer, X: np.ndarray, H: np.ndarray, epochs: int, batch_size: int, seed: int) -> list[float]:
@@ -205,10 +230,7 @@ def _forward(net, X, batch_size, fn) -> np.ndarray:
     was_training = net.training
     net.eval()
     try:
-        parts = [
-            fn(torch.as_tensor(np.asarray(X[i:i + batch_size]), dtype=torch.float32)).numpy()
-            for i in range(0, max(len(X), 1), batch_size)
-        ]
+        parts = [fn(as_input(X[i:i + batch_size])).numpy() for i in range(0, max(n_rows(X), 1), batch_size)]
     finally:
         net.train(was_training)
     return np.concatenate(parts)
