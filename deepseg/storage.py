@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import pyarrow.fs as pafs
 
 __all__ = ["StorageError", "check_access", "copy_tree", "exists", "is_dir", "is_remote", "list_dir",
-           "local_copy", "local_staging", "makedirs", "read_bytes", "read_text", "remove_tree", "resolve",
+           "local_copy", "makedirs", "read_bytes", "read_text", "remove_tree", "resolve",
            "write_bytes", "write_text"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://?")
@@ -253,18 +253,3 @@ def local_copy(location: str | os.PathLike) -> Iterator[Path]:
         target = Path(tmp) / uuid.uuid4().hex[:8]
         copy_tree(location, target)
         yield target
-
-
-@contextlib.contextmanager
-def local_staging(location: str | os.PathLike) -> Iterator[Path]:
-    """A local folder whose content ends up at `location` when the block succeeds: `location`
-    itself when local, else a temporary folder uploaded afterwards."""
-    location = os.fspath(location)
-    if not is_remote(location):
-        path = Path(_local(location))
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="deepseg-") as tmp:
-        yield Path(tmp)
-        copy_tree(tmp, location)
