@@ -62,6 +62,7 @@ def test_the_whole_chain_on_catalog_tables_across_sessions_equals_the_local_run(
     ("http://host/users", "data.tables.users: unsupported URI scheme 'http'"),
     ("nocatalog.noschema.users", "`nocatalog`.`noschema`.`users`) not found in the catalog"),
     ("noschema.users", "`noschema`.`users`) not found in the catalog"),
+    ("default.no_such_users", "`default`.`no_such_users`) not found in the catalog"),
 ])
 def test_malformed_names_exit_2_naming_them(tmp_path, entry, message):
     (tmp_path / "base.yaml").write_text((REPO / "conf" / "base.yaml").read_text())
