@@ -25,7 +25,9 @@ from deepseg.core.checkpoint import Checkpoint, CheckpointHook, RunState, run_fi
 from deepseg.core.embed import NetConfig, SegmentationNet, smooth_labels
 from deepseg.core.ovr import OvRTSVM, fit_ovr_tsvm
 from deepseg.core.params import PARAMS, default, section_defaults
-from deepseg.core.prior import check_class_prior, estimate_class_prior, resolve_class_prior
+from deepseg.core.calibration import OutputCalibration
+from deepseg.core.prior import (check_class_prior, estimate_class_prior, floor_prior, labeled_shares,
+                                resolve_class_prior)
 from deepseg.core.pseudo import EMAEnsemble, PseudoLabeler, balancing_weights, frozen_copy
 from deepseg.core.safeguard import START, CrossFit, cv_possible, decide
 from deepseg.core.sparse import as_float32, issparse, n_rows
@@ -88,6 +90,7 @@ class DeepSegConfig:
     safeguard: str = default("safeguard")
     safeguard_folds: int = default("safeguard_folds")
     safeguard_unlabeled_size: int = default("safeguard_unlabeled_size")
+    calibration: str = default("calibration")
 
     @classmethod
     def from_params(cls, values: Mapping[str, Any]) -> "DeepSegConfig":
@@ -231,16 +234,24 @@ def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | No
         for hook in hooks:
             hook.on_iteration_end(state)
 
-    snapshots, iterated = state.snapshots or [state.supervised], None
+    snapshots, iterated, calibration = state.snapshots or [state.supervised], None, None
     if state.history:
-        state.history[-1].update(guard.prior_record)
+        last = state.history[-1]
+        last.update(guard.prior_record)
+        kept_start = False
         if config.safeguard == "cv":
-            decision = guard.decide(prior)
-            state.history[-1].update(decision)
-            if decision["safeguard"] == START:
+            last.update(guard.decide(prior))
+            kept_start = last["safeguard"] == START
+            if kept_start:
                 iterated, snapshots = EMAEnsemble(snapshots, config.ema_decay), [state.supervised]
-    return DeepSegResult(EMAEnsemble(snapshots, config.ema_decay), state.supervised, state.tsvm, state.history,
-                         iterated)
+        if config.calibration == "cv":
+            calibration, record = guard.calibration(prior, kept_start)
+            last.update(record)
+    return DeepSegResult(EMAEnsemble(snapshots, config.ema_decay, calibration), state.supervised, state.tsvm,
+                         state.history, iterated)
+
+
+TOO_FEW = "fewer than 2 labelled users per fold's training part"
 
 
 @dataclass
@@ -259,6 +270,7 @@ class _Safeguard:
     prior_record: dict = field(default_factory=dict)
     _cross: CrossFit | None = None
     _oof: np.ndarray | None = None
+    _oof_deepseg: np.ndarray | None = None
     _seconds: float = 0.0
 
     def _cross_fit(self) -> CrossFit | None:
@@ -288,34 +300,53 @@ class _Safeguard:
                      self.prior_record["prior_temperature"], np.round(prior, 3).tolist())
         return prior
 
+    def _deepseg_out_of_fold(self, prior: np.ndarray) -> np.ndarray:
+        """Deep Segmentation's out-of-fold probabilities of the labelled users (computed once)."""
+        if self._oof_deepseg is None:
+            c, tc = self.config, self.config.train
+            start = time.perf_counter()
+            rng = np.random.default_rng(self.seed + 4099)
+            unlabeled = self.sample
+            if n_rows(unlabeled) > c.safeguard_unlabeled_size:
+                pick = np.sort(rng.choice(n_rows(unlabeled), c.safeguard_unlabeled_size, replace=False))
+                unlabeled = unlabeled[pick]
+
+            def iterate(net, optimizer, X_tr, y_tr, X_u, seed):
+                set_learning_rate(optimizer, tc.learning_rate * tc.retrain_lr_factor)
+                H = smooth_labels(y_tr, self.n_classes, c.label_smoothing)
+                step = _Iteration(net, optimizer, X_tr, y_tr, H, X_u, LocalBackend(X_u), self.n_classes, c, seed,
+                                  self.input_noise, self.unlabeled_epochs, prior)
+                snapshots = []
+                for it in range(1, c.n_iter + 1):
+                    step(it)
+                    snapshots.append(frozen_copy(net))
+                return snapshots
+
+            self._oof_deepseg = self._cross.deep_segmentation(unlabeled, iterate, c.ema_decay)
+            self._seconds += time.perf_counter() - start
+        return self._oof_deepseg
+
     def decide(self, prior: np.ndarray) -> dict:
         """The safeguard's decision and out-of-fold accuracies (or why there are none)."""
         if self._cross_fit() is None:
-            return {"safeguard": "skipped: fewer than 2 labelled users per fold's training part"}
-        c, tc = self.config, self.config.train
-        start = time.perf_counter()
-        rng = np.random.default_rng(self.seed + 4099)
-        unlabeled = self.sample
-        if n_rows(unlabeled) > c.safeguard_unlabeled_size:
-            unlabeled = unlabeled[np.sort(rng.choice(n_rows(unlabeled), c.safeguard_unlabeled_size, replace=False))]
-
-        def iterate(net, optimizer, X_tr, y_tr, X_u, seed):
-            set_learning_rate(optimizer, tc.learning_rate * tc.retrain_lr_factor)
-            H = smooth_labels(y_tr, self.n_classes, c.label_smoothing)
-            step = _Iteration(net, optimizer, X_tr, y_tr, H, X_u, LocalBackend(X_u), self.n_classes, c, seed,
-                              self.input_noise, self.unlabeled_epochs, prior)
-            snapshots = []
-            for it in range(1, c.n_iter + 1):
-                step(it)
-                snapshots.append(frozen_copy(net))
-            return snapshots
-
-        P = self._cross.deep_segmentation(unlabeled, iterate, c.ema_decay)
-        decision = decide(self.y_l, self._oof, P)
-        self._seconds += time.perf_counter() - start
+            return {"safeguard": "skipped: " + TOO_FEW}
+        decision = decide(self.y_l, self._oof, self._deepseg_out_of_fold(prior))
         log.info("safeguard: %s (out-of-fold accuracy: supervised start %.3f, Deep Segmentation %.3f)",
                  decision["safeguard"], decision["cv_accuracy_start"], decision["cv_accuracy_deepseg"])
         return {**decision, "safeguard_s": self._seconds}
+
+    def calibration(self, prior: np.ndarray, kept_start: bool) -> tuple[OutputCalibration | None, dict]:
+        """The answer's calibration (:mod:`deepseg.core.calibration`) from the out-of-fold
+        probabilities of the answer the run keeps, and its history record."""
+        if self._cross_fit() is None:
+            return None, {"calibration": "skipped: " + TOO_FEW}
+        P_oof = self._oof if kept_start else self._deepseg_out_of_fold(prior)
+        calibration = OutputCalibration.fit(P_oof, self.y_l, floor_prior(labeled_shares(self.y_l, self.n_classes)),
+                                            prior)
+        log.info("calibration: temperature %.3g, class prior %s", calibration.temperature,
+                 np.round(prior, 3).tolist())
+        return calibration, {"calibration_temperature": calibration.temperature,
+                             "calibration_s": self._seconds}
 
 
 @dataclass

@@ -172,6 +172,10 @@ PARAMS: tuple[Param, ...] = (
     Param("safeguard_unlabeled_size", 1000, _positive(Integral),
           "Unlabelled users (a seeded sample) that each cross-validation fit iterates on; bounds its cost.",
           "safeguard_unlabeled_size"),
+    Param("calibration", "cv", (StrOptions({"cv", "none"}),),
+          '"cv": the answer\'s evidence scaled by a temperature fitted on out-of-fold probabilities of the '
+          "labelled users, under the class prior of the unlabelled users (class_prior; temperature and prior in "
+          'the last history entry); "none": the EMA as it is.', "calibration", patent="none"),
     # the answer (patent [0107])
     Param("ema_decay", 0.5, _fraction(), "Decay rho of the moving average of g(f(x)) over iterations.",
           "ema_decay", patent=0.8),

@@ -20,8 +20,9 @@ from numbers import Real
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
+from scipy.special import softmax
+
+from deepseg.core.calibration import fit_temperature
 
 #: The values of `class_prior` that name a rule (an array gives the prior itself).
 PRIOR_RULES = ("auto", "labeled", "uniform")
@@ -73,19 +74,9 @@ def calibrated(P_u: np.ndarray, P_oof: np.ndarray | None, y_l: np.ndarray, train
     flattened to 1/c, EM would read the flattening as a prior shift).
     """
     log_pi = np.log(np.maximum(np.asarray(train_prior, dtype=np.float64), 1e-12))
-
-    def evidence(P):
-        return np.log(np.clip(np.asarray(P, dtype=np.float64), 1e-12, 1.0)) - log_pi
-
-    tau = 1.0
-    if P_oof is not None and len(P_oof):
-        E, y = evidence(P_oof), np.asarray(y_l)
-
-        def loss(log_tau):
-            return -log_softmax(np.exp(log_tau) * E + log_pi, axis=1)[np.arange(len(y)), y].mean()
-
-        tau = float(np.exp(minimize_scalar(loss, bounds=(-5.0, 3.0), method="bounded").x))
-    return softmax(tau * evidence(P_u) + log_pi, axis=1), tau
+    tau = fit_temperature(P_oof, y_l, train_prior) if P_oof is not None and len(P_oof) else 1.0
+    evidence = np.log(np.clip(np.asarray(P_u, dtype=np.float64), 1e-12, 1.0)) - log_pi
+    return softmax(tau * evidence + log_pi, axis=1), tau
 
 
 def estimate_class_prior(P_u: np.ndarray, P_oof: np.ndarray | None, y_l: np.ndarray, n_classes: int

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from scipy.special import entr
 
+from deepseg.core.calibration import OutputCalibration
 from deepseg.core.embed import SegmentationNet
 from deepseg.core.ovr import OvRTSVM
 from deepseg.core.sparse import issparse, n_rows, sparse_rows_times
@@ -101,11 +102,13 @@ class EMAEnsemble:
 
     Keeping each iteration's (small) network makes the EMA computable for any user, the
     training users and new ones alike. Scoring runs the T networks as one: their first layers
-    as one matrix product, the rest as batched products (:class:`StackedNets`).
+    as one matrix product, the rest as batched products (:class:`StackedNets`). With a
+    `calibration` (:mod:`deepseg.core.calibration`) the average is calibrated before it is returned.
     """
 
     nets: list[SegmentationNet]
     decay: float
+    calibration: OutputCalibration | None = None
     _stacked: "StackedNets | None" = field(default=None, init=False, repr=False, compare=False)
 
     def weights(self, n_iterations: int | None = None) -> np.ndarray:
@@ -120,16 +123,20 @@ class EMAEnsemble:
         """EMA after the first `n_iterations` iterations (all by default)."""
         n = n_iterations or len(self.nets)
         if n == len(self.nets):
-            return self.stacked().ema(X, self.weights(n))[0]
+            return self._calibrated(self.stacked().ema(X, self.weights(n))[0])
         weights = self.weights(n)
         out = weights[0] * predict_proba(self.nets[0], X)
         for w, net in zip(weights[1:], self.nets[1:n]):
             out += w * predict_proba(net, X)
-        return out
+        return self._calibrated(out)
 
     def predict_with_embedding(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(EMA propensities, last iteration's embedding f(X)) in one pass."""
-        return self.stacked().ema(X, self.weights(), embed_last=True)
+        P, Z = self.stacked().ema(X, self.weights(), embed_last=True)
+        return self._calibrated(P), Z
+
+    def _calibrated(self, P: np.ndarray) -> np.ndarray:
+        return P if self.calibration is None or len(P) == 0 else self.calibration(P)
 
     def embed(self, X: np.ndarray) -> np.ndarray:
         """The embedding f of the last iteration."""

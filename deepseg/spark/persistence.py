@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 import deepseg.storage as storage
+from deepseg.core.calibration import OutputCalibration
 from deepseg.core.embed import NetConfig, SegmentationNet
 from deepseg.core.loop import DeepSegConfig, DeepSegResult
 from deepseg.core.pseudo import EMAEnsemble, frozen_copy
@@ -33,8 +34,8 @@ from deepseg.core.tsvm import TSVMConfig
 from deepseg.locations import join
 
 FORMAT = "deepseg-model"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2  # 2: the answer's calibration (deepseg.core.calibration); 1 has none
+SUPPORTED_VERSIONS = (1, 2)
 MODEL_FILE = "deepseg-model.json"
 WEIGHTS_FILE = "networks.npz"
 
@@ -113,7 +114,9 @@ def save_model(model: DeepSegResult, path: str | os.PathLike, metadata: dict | N
         "class_labels": jsonable(class_labels),
         "net_config": jsonable(supervised.config),
         "config": None if config is None else config_to_dict(config),
-        "ensemble": {"decay": float(model.ensemble.decay), "networks": names},
+        "ensemble": {"decay": float(model.ensemble.decay), "networks": names,
+                     "calibration": None if model.ensemble.calibration is None
+                     else model.ensemble.calibration.to_dict()},
         "tsvm": tsvm_to_dict(model.tsvm),
         "history": jsonable(model.history),
         "metadata": jsonable(metadata or {}),
@@ -178,7 +181,8 @@ def load_model(path: str | os.PathLike) -> tuple[SavedModel, dict]:
 
     supervised = network("supervised")
     ensemble = EMAEnsemble([network(n) for n in document["ensemble"]["networks"]],
-                           float(document["ensemble"]["decay"]))
+                           float(document["ensemble"]["decay"]),
+                           OutputCalibration.from_dict(document["ensemble"].get("calibration")))
     config = document.get("config")
     model = SavedModel(
         ensemble=ensemble, supervised=supervised, tsvm=tsvm_from_dict(document.get("tsvm")),

@@ -24,7 +24,8 @@ def test_ema_weights_match_the_recursion():
 
 def test_ema_ensemble_is_the_weighted_mean_of_iteration_predictions(moons):
     X, y, _ = moons
-    clf = DeepSegmentationClassifier(random_state=0, ema_decay=0.5, safeguard="none", **FAST).fit(X, y)
+    clf = DeepSegmentationClassifier(random_state=0, ema_decay=0.5, safeguard="none", calibration="none",
+                                     **FAST).fit(X, y)
     from deepseg.core.train import predict_proba
 
     per_iteration = [predict_proba(net, X) for net in clf.model_.ensemble.nets]

@@ -82,7 +82,7 @@ def test_patent_params_are_valid_values_and_differ_from_the_defaults_where_chose
     clf = DeepSegmentationClassifier(**PATENT_PARAMS)
     clf._validate_params()
     changed = {k for k, v in PATENT_PARAMS.items() if param(k).default != v}
-    assert changed == {"retrain_lr_factor", "unlabeled_epochs", "unlabeled_loss", "mixup_alpha", "input_noise",
+    assert changed == {"calibration", "retrain_lr_factor", "unlabeled_epochs", "unlabeled_loss", "mixup_alpha", "input_noise",
                        "pseudo_labels", "C", "ema_decay", "class_prior", "safeguard"}
 
 

@@ -129,7 +129,8 @@ def test_the_safeguard_returns_the_start_when_the_iterations_are_misled(moons):
     """A wrong prior (99.9% of class 0 on balanced moons) makes the iterations label nearly everyone 0;
     the labelled-only cross-validation sees it and the fit answers with its supervised start."""
     X, y, _ = moons
-    params = dict(random_state=0, class_prior=[0.999, 0.001], **{**SMALL, "unlabeled_epochs": 20, "labeled_epochs": 0})
+    params = dict(random_state=0, class_prior=[0.999, 0.001], calibration="none",
+                  **{**SMALL, "unlabeled_epochs": 20, "labeled_epochs": 0})
     guarded = DeepSegmentationClassifier(**params).fit(X, y)
     unguarded = DeepSegmentationClassifier(**params, safeguard="none").fit(X, y)
     last = guarded.history_[-1]
@@ -188,6 +189,7 @@ def test_permuting_or_replacing_the_hidden_labels_changes_no_fitted_weight(moons
         for a, b in zip(weights(reference.model_), weights(other.model_), strict=True):
             np.testing.assert_array_equal(a, b)
         assert _without_times(other.history_) == _without_times(reference.history_)
+        assert other.model_.ensemble.calibration == reference.model_.ensemble.calibration is not None
     flipped = y_true.copy()
     flipped[np.flatnonzero(lab)[0]] = 1 - flipped[np.flatnonzero(lab)[0]]
     changed = fit(flipped)

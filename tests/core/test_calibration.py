@@ -1,0 +1,78 @@
+"""The answer's calibration: a temperature fitted out of fold, under the class prior of the unlabelled users."""
+
+import numpy as np
+import pytest
+from scipy.special import softmax
+
+from deepseg import DeepSegmentationClassifier
+from deepseg.core.calibration import OutputCalibration, fit_temperature
+from deepseg.core.prior import floor_prior, labeled_shares
+from deepseg.spark.persistence import load_model, save_model
+
+SMALL = dict(supervised_epochs=30, n_iter=2, unlabeled_epochs=2, labeled_epochs=2)
+
+
+def test_identity_at_temperature_one_under_the_training_prior():
+    P = softmax(np.random.default_rng(0).normal(size=(50, 3)), axis=1)
+    same = OutputCalibration(1.0, (0.2, 0.3, 0.5), (0.2, 0.3, 0.5))
+    np.testing.assert_allclose(same(P), P, rtol=1e-10)
+
+
+def test_the_temperature_of_an_over_confident_network_is_below_one():
+    """Labels drawn from softened probabilities p^0.3: the network's sharp p is over-confident by
+    a factor 1/0.3, and the fitted τ finds about 0.3."""
+    rng = np.random.default_rng(0)
+    logits = 4 * rng.normal(size=(20000, 3))
+    true = softmax(0.3 * logits, axis=1)
+    y = np.array([rng.choice(3, p=p) for p in true])
+    tau = fit_temperature(softmax(logits, axis=1), y, np.full(3, 1 / 3))
+    assert tau == pytest.approx(0.3, abs=0.03)
+
+
+def test_the_answer_is_never_sharpened():
+    """Out-of-fold probabilities that are right with certainty would ask for τ at its upper bound;
+    the answer's τ stops at 1."""
+    y = np.array([0, 1] * 20)
+    P = np.where(np.eye(2)[y] == 1, 0.9, 0.1)
+    assert fit_temperature(P, y, (0.5, 0.5)) > 5
+    assert OutputCalibration.fit(P, y, (0.5, 0.5), (0.5, 0.5)).temperature == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_low_temperature_moves_answers_to_the_prior_and_keeps_the_binary_order():
+    P = softmax(np.random.default_rng(1).normal(size=(200, 2)) * 3, axis=1)
+    cal = OutputCalibration(0.1, (0.85, 0.15), (0.85, 0.15))
+    Q = cal(P)
+    assert (Q.argmax(1) == 0).mean() > (P.argmax(1) == 0).mean()
+    assert np.abs(Q - [0.85, 0.15]).max() < np.abs(P - [0.85, 0.15]).max()
+    np.testing.assert_array_equal(np.argsort(Q[:, 1], kind="stable"), np.argsort(P[:, 1], kind="stable"))
+
+
+def test_a_prior_shift_is_the_bayes_adjustment():
+    P = np.array([[0.5, 0.5], [0.7, 0.3]])
+    Q = OutputCalibration(1.0, (0.5, 0.5), (0.8, 0.2))(P)
+    np.testing.assert_allclose(Q, [[0.8, 0.2], [0.7 * 0.8 / (0.7 * 0.8 + 0.3 * 0.2), 0.3 * 0.2 / (0.7 * 0.8 + 0.3 * 0.2)]])
+
+
+def test_the_fitted_answer_is_the_calibrated_ema_and_survives_save_and_load(moons, tmp_path):
+    X, y, _ = moons
+    clf = DeepSegmentationClassifier(random_state=0, **SMALL).fit(X, y)
+    raw = DeepSegmentationClassifier(random_state=0, calibration="none", **SMALL).fit(X, y)
+    last = clf.history_[-1]
+    cal = clf.model_.ensemble.calibration
+    assert cal.temperature == last["calibration_temperature"] and 0 < cal.temperature <= 1
+    assert cal.prior == tuple(last["class_prior"])
+    assert cal.train_prior == tuple(floor_prior(labeled_shares(y[y >= 0], 2)))
+    assert "calibration_temperature" not in raw.history_[-1] and raw.model_.ensemble.calibration is None
+    np.testing.assert_allclose(clf.predict_proba(X), cal(raw.predict_proba(X)), rtol=1e-5, atol=1e-6)
+    save_model(clf.model_, tmp_path / "m")
+    loaded, _ = load_model(tmp_path / "m")
+    assert loaded.ensemble.calibration == cal
+    np.testing.assert_array_equal(loaded.ensemble(X.astype(np.float32)), clf.model_.ensemble(X.astype(np.float32)))
+
+
+def test_too_few_labelled_users_leave_the_answer_uncalibrated(moons):
+    X, y, _ = moons
+    few = np.full(len(y), -1)
+    few[np.flatnonzero(y == 0)[:2]], few[np.flatnonzero(y == 1)[:2]] = 0, 1
+    clf = DeepSegmentationClassifier(random_state=0, **SMALL).fit(X, few)
+    assert clf.history_[-1]["calibration"].startswith("skipped") and clf.model_.ensemble.calibration is None
