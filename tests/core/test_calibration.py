@@ -76,3 +76,22 @@ def test_too_few_labelled_users_leave_the_answer_uncalibrated(moons):
     few[np.flatnonzero(y == 0)[:2]], few[np.flatnonzero(y == 1)[:2]] = 0, 1
     clf = DeepSegmentationClassifier(random_state=0, **SMALL).fit(X, few)
     assert clf.history_[-1]["calibration"].startswith("skipped") and clf.model_.ensemble.calibration is None
+
+
+def test_a_format_version_1_model_loads_uncalibrated(moons, tmp_path):
+    import json
+
+    from deepseg.spark.persistence import MODEL_FILE
+
+    X, y, _ = moons
+    clf = DeepSegmentationClassifier(random_state=0, **SMALL).fit(X, y)
+    save_model(clf.model_, tmp_path / "m")
+    document = json.loads((tmp_path / "m" / MODEL_FILE).read_text())
+    assert document["format_version"] == 2 and document["ensemble"]["calibration"]["temperature"] > 0
+    document["format_version"] = 1
+    del document["ensemble"]["calibration"]
+    (tmp_path / "m" / MODEL_FILE).write_text(json.dumps(document))
+    loaded, _ = load_model(tmp_path / "m")
+    assert loaded.ensemble.calibration is None
+    raw = DeepSegmentationClassifier(random_state=0, calibration="none", **SMALL).fit(X, y)
+    np.testing.assert_allclose(loaded.ensemble(X), raw.predict_proba(X), rtol=1e-5, atol=1e-6)
