@@ -142,12 +142,14 @@ def test_survey_and_audiences(spark, cfg, run):
 
 @spark_test
 def test_accuracy_at_least_the_supervised_baseline(spark, cfg, run):
-    """deepseg vs its own supervised start (= the same fit with n_iter=0: same seed, same net)."""
+    """deepseg vs its own supervised start (= the same fit with n_iter=0: same seed, same net), within
+    issue 19's tolerance of 0.5 points: where the safeguard keeps the start, the answer is the start
+    calibrated under the estimated class prior, which may move a few users."""
     from deepseg.demo import evaluate
 
     metrics = evaluate(spark, cfg, run.trained, run.settings)
     assert metrics["survey_accuracy"] > 0.8
-    assert metrics["deepseg_accuracy"] >= metrics["supervised_accuracy"], metrics
+    assert metrics["deepseg_accuracy"] >= metrics["supervised_accuracy"] - 0.005, metrics
 
 
 @spark_test
@@ -265,10 +267,11 @@ def test_profiles_recover_the_generators_defining_answer_and_attribute(spark, cf
         by_question = smd(answers, questions, true)
         assert (row.answers[0].attribute, None) == max(by_question, key=lambda q: abs(by_question[q])), row.segment
         effects = {**smd(users, cfg.features.numeric, true), **log_lift(users, cfg.features.categorical, true)}
-        strongest = max(effects, key=lambda a: abs(effects[a]))
+        top = max(abs(e) for e in effects.values())  # ties: several levels no true member has (-inf)
+        strongest = [a for a, e in effects.items() if abs(e) == top]
         found = {(a.attribute, a.value): a.effect if a.kind == "smd" else np.log(a.effect) for a in row.attributes}
-        assert strongest in found and np.sign(found[strongest]) == np.sign(effects[strongest]), (
-            row.segment, strongest, effects[strongest], found)
+        assert any(a in found and np.sign(found[a]) == np.sign(effects[a]) for a in strongest), (
+            row.segment, strongest, top, found)
 
 
 def test_train_writes_a_report_that_renders_in_chromium(spark, cfg, run, tmp_path):
