@@ -184,7 +184,10 @@ def _truth(spark: "SparkSession", cfg: Config, settings: GenerateSettings) -> "D
 
 
 def evaluate(spark: "SparkSession", cfg: Config, trained: TrainedModel, settings: GenerateSettings) -> dict:
-    """Accuracy of the survey clusters, of deepseg and of its supervised start vs the truth."""
+    """Accuracy of the survey clusters, of deepseg and of its supervised start vs the truth (and,
+    for a calibrated answer, of the same answer uncalibrated: ``deepseg_uncalibrated_accuracy``)."""
+    import dataclasses
+
     from pyspark.sql import functions as F
 
     from deepseg.core.pseudo import EMAEnsemble
@@ -201,6 +204,10 @@ def evaluate(spark: "SparkSession", cfg: Config, trained: TrainedModel, settings
         "supervised": score_dataframe(features, EMAEnsemble([trained.model.supervised], 0.0),
                                       prediction_col="segment").select("user_id", "segment"),
     }
+    if trained.model.ensemble.calibration is not None:
+        predictions["deepseg_uncalibrated"] = score_dataframe(
+            features, dataclasses.replace(trained.model.ensemble, calibration=None),
+            prediction_col="segment").select("user_id", "segment")
     out = {"mapping": mapping, "survey_accuracy": _accuracy(survey_conf, mapping)}
     for name, pred in predictions.items():
         labeled = F.col("survey").isNotNull().alias("labelled")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -142,12 +143,25 @@ def test_survey_and_audiences(spark, cfg, run):
 
 @spark_test
 def test_accuracy_at_least_the_supervised_baseline(spark, cfg, run):
-    """deepseg vs its own supervised start (= the same fit with n_iter=0: same seed, same net)."""
+    """deepseg vs its own supervised start (= the same fit with n_iter=0: same seed, same net).
+
+    The network the run keeps (the iterations' EMA, or the start where the safeguard keeps it) is
+    at least the start. The answer is that network calibrated under the estimated class prior
+    where labelled-only cross-validation says the calibration does not lower the accuracy; it moves
+    the users whose top two segments are close, and a decision taken on 150 labelled users can
+    cost a few of 3,000 (here 0.4 points): that is held to issue 19's bar, start - 0.5 points.
+    """
     from deepseg.demo import evaluate
 
     metrics = evaluate(spark, cfg, run.trained, run.settings)
     assert metrics["survey_accuracy"] > 0.8
-    assert metrics["deepseg_accuracy"] >= metrics["supervised_accuracy"], metrics
+    last = json.loads((Path(run.trained.path) / "metrics.json").read_text())["history"][-1]
+    assert last["safeguard"] in ("deep segmentation", "supervised start")
+    assert last["calibration"] in ("calibrated", "uncalibrated")
+    assert ("deepseg_uncalibrated_accuracy" in metrics) == (last["calibration"] == "calibrated")
+    kept = metrics.get("deepseg_uncalibrated_accuracy", metrics["deepseg_accuracy"])
+    assert kept >= metrics["supervised_accuracy"], metrics
+    assert metrics["deepseg_accuracy"] >= metrics["supervised_accuracy"] - 0.005, metrics
 
 
 @spark_test
