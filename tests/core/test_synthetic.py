@@ -339,8 +339,28 @@ PINNED = {
 }
 
 
+def _float32_signature(*arrays) -> tuple[str, list[float]]:
+    """(digest of the integer/bool arrays, [sum, sum of squares, a seeded random projection] per
+    float array): float32 values near 1 carry ~7 digits, so rounding them to 6 decimals still
+    catches a platform's last-bit difference in SIMD tanh/matmul; the sums are compared with a
+    tolerance instead, and still move with any real change of the generator."""
+    exact = _digest(*(a for a in arrays if a.dtype.kind != "f"))
+    sums = []
+    for a in (np.asarray(a, dtype=np.float64).ravel() for a in arrays if a.dtype.kind == "f"):
+        sums += [a.sum(), (a * a).sum(), a @ np.random.default_rng(0).standard_normal(a.size)]
+    return exact, sums
+
+
+#: make_dense and make_user_matrix (float32): _float32_signature, recomputed 2026-12-05 when the
+#: rounded digests met another CPU's SIMD last bits (the generator unchanged since they passed CI).
+DENSE_PINNED = ("cbeecab521d8fa3f", [-147.32659236411564, 8106.218356357591, 9.680920205539053])
+MATRIX_PINNED = ("1015aee3c1669ff8", [2.331988071091473e-06, 36703.42604685701, 145.9195623351278])
+
+
 def test_output_is_pinned():
     t = make_user_tables(n_users=2000, seed=11, survey_fraction=0.05, with_latent=True)
     assert {name: _digest(df) for name, df in t.items()} == PINNED
-    assert _digest(*make_dense(1000, n_features=8, seed=2)) == "488e92472d4585e5"
-    assert _digest(*make_user_matrix(n_users=1500, survey_fraction=0.05, seed=1)) == "2cf976af6ced3501"
+    for got, (exact, sums) in ((_float32_signature(*make_dense(1000, n_features=8, seed=2)), DENSE_PINNED),
+                               (_float32_signature(*make_user_matrix(n_users=1500, survey_fraction=0.05, seed=1)),
+                                MATRIX_PINNED)):
+        assert got[0] == exact and got[1] == pytest.approx(sums, rel=1e-6, abs=1e-3)
