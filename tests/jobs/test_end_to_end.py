@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from deepseg.config import load_config
+from deepseg.locations import join
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 N_USERS = 3000
@@ -184,13 +185,23 @@ def test_rescoring_is_idempotent(spark, cfg, run):
 
 
 @spark_test
-def test_refresh_without_drift_does_not_retrain(spark, cfg, run):
+def test_refresh_without_drift_does_not_retrain(spark, cfg, run, tmp_path):
+    """...and rewrites the model's report, its drift section now holding this run's figures (a
+    training run's report has none), rendered in chromium."""
     from deepseg.pipeline import model_versions, refresh_job
+    from tests.browser import view
 
     out = refresh_job(spark, cfg, now=run.trained.trained_at + timedelta(days=1))
     assert out["retrain_reasons"] == [] and out["scored"] == 0
     assert out["max_feature_psi"] < 0.01 and out["max_propensity_psi"] < 0.01
     assert model_versions(cfg) == [run.trained.version]
+
+    assert out["report"] == join(run.trained.path, "report.html")
+    seen = view(out["report"], tmp_path / "refresh-report.png", ["drift"])
+    drift = seen["sections"]["drift"]
+    assert seen["errors"] == [] and all(i["ok"] for i in seen["images"]), seen
+    assert "No drift figures" not in drift["text"] and "largest feature PSI" in drift["text"], drift
+    assert format(out["max_feature_psi"], ".3g") in drift["text"] and drift["images"] >= 1, (out, drift)
 
 
 @spark_test

@@ -88,6 +88,8 @@ def test_train_job_logs_a_run(tmp_path, tracking):
     saved = json.loads(Path(client.download_artifacts(run.info.run_id, "model/model/deepseg-model.json",
                                                       str(tmp_path / "dl"))).read_text())
     assert saved["metadata"]["model_version"] == trained.version
+    # the run's report, logged to the same run (deepseg.pipeline.report.log_report_to_mlflow)
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "report")} == {"report/report.html"}
 
 
 def _fake_model_dir(tmp_path: Path) -> Path:

@@ -26,6 +26,7 @@ def cfg(tmp_path_factory):
         "training": {"n_iter": 1, "supervised_epochs": 30, "unlabeled_epochs": 1, "labeled_epochs": 1,
                      "tsvm_sample_size": 500},
         "audiences": {"top_k": 50},
+        "segments": {"names": {0: "savers", 1: "families", 2: "gamers", 3: "travellers", 4: "pros"}},
     })
 
 
@@ -220,7 +221,7 @@ def test_concurrent_refreshes_one_commits_the_other_retries(spark, cfg, trained,
     assert len(keys) == len(set(keys))
     assert same_rows(audiences, build_audiences(_table(spark, cfg, "user_segments"), top_k=a.top_k,
                                                 threshold=a.threshold, content=a.content,
-                                                default_content=a.default_content),
+                                                default_content=a.default_content, names=cfg.segments.names),
                      ignore=("run_id", "created_at"))
     assert len(_history(spark, cfg, "audiences")) - audience_commits <= 2
     assert results[0]["audiences"] == results[1]["audiences"]
@@ -252,3 +253,22 @@ def test_concurrent_scores_without_retries_the_loser_fails_cleanly(spark, cfg, t
     after = _rows(spark, cfg, "user_segments")
     assert [r for r in after if r[0] not in set(new_ids)] == before  # nobody else rewritten
     assert {r[0] for r in after if r[4] == won[0]["run_id"]} == set(new_ids)
+
+
+@spark_test
+def test_segment_names_reach_profiles_audiences_and_their_export(spark, cfg, trained):
+    """`segments.names` is carried by the jobs into segment_profiles, audiences and its CSV export."""
+    from deepseg.pipeline import audiences_job
+
+    names = dict(cfg.segments.names)
+    out = audiences_job(spark, cfg)
+    profiles = {(r.segment, r.name) for r in _table(spark, cfg, "segment_profiles").collect()}
+    assert {s for s, _ in profiles} == set(names) and all(names[s] == n for s, n in profiles)
+    pairs = {(r.segment, r.segment_name) for r in _table(spark, cfg, "audiences").collect()}
+    assert pairs and all(names[s] == n for s, n in pairs)
+    csvs = sorted(Path(out["export_dir"]).glob("segment=*/*.csv"))
+    assert len(csvs) == len(pairs)
+    for path in csvs:
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert rows and {r["segment_name"] for r in rows} == {names[int(path.parent.name.split("=")[1])]}

@@ -62,3 +62,24 @@ def test_top_k_and_bad_inputs(tables, spark):
                          responses=responses, questions=["q9"])
     with pytest.raises(ValueError, match="no scored users"):
         segment_profiles(scored.limit(0), users, numeric=["age"], categorical=[])
+
+
+def test_a_segment_without_members_or_respondents(spark, tables):
+    """Nobody's top segment is 2 and no respondent is in survey segment 1: their profiles say so
+    (no members: no propensity spread; no respondents: no answers) and keep everything else."""
+    from deepseg.pipeline.profiles import segment_profiles
+
+    _, users, _, responses = tables
+    scored = spark.createDataFrame(
+        [(1, 0, [0.7, 0.2, 0.1]), (2, 0, [0.5, 0.3, 0.2]), (3, 1, [0.2, 0.7, 0.1]), (4, 1, [0.1, 0.8, 0.1])],
+        "user_id long, segment int, propensities array<float>")
+    survey = spark.createDataFrame([(1, 0), (3, 2), (4, 2)], "user_id long, segment int")
+    zero, one, two = segment_profiles(scored, users, numeric=["age"], categorical=["plan"],
+                                      survey_segments=survey, responses=responses)
+    assert (two["segment"], two["n_users"], two["share_users"], two["n_respondents"]) == (2, 0, 0.0, 2)
+    assert two["propensity"] == {"mean": None, "p10": None, "p50": None, "p90": None}
+    age = {(a["attribute"], a["value"]): a for a in two["attributes"]}[("age", None)]
+    assert age["segment_stat"] == pytest.approx((2 + 6 + 4 + 5) / 0.5, rel=1e-6)  # weighted by propensity
+    assert two["answers"][0]["segment_stat"] == 1.5
+    assert (one["n_users"], one["n_respondents"], one["answers"]) == (2, 0, [])
+    assert zero["n_respondents"] == 1 and zero["answers"][0]["segment_stat"] == 5.0
