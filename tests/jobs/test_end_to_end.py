@@ -219,6 +219,12 @@ def test_refresh_on_schedule_retrains_and_rescores_everyone(spark, cfg, run):
     assert segments.count() == N_USERS
     assert [h.operation for h in _history(spark, cfg, "user_segments")[commits:]] == ["MERGE"]
     assert [h.operation for h in _history(spark, cfg, "features")] == ["WRITE", "WRITE"]
+    # the retraining profiled its model, and the new version's report shows the sizes of both
+    profiled = {r.model_version for r in _table(spark, cfg, "segment_profiles").select("model_version").collect()}
+    assert set(versions) <= profiled
+    assert Path(out["report"]).parent.name == versions[1]
+    report = Path(out["report"]).read_text()
+    assert versions[0] in report and versions[1] in report
 
 
 def test_profiles_describe_every_segment_of_the_model(spark, cfg, run):
