@@ -363,9 +363,7 @@ def run_task(dataset: str, per_class: int, seed: int, method: str, fingerprints:
             record["history"] = [{k: v for k, v in h.items() if k in ("iteration", "agreement", "class_shares",
                                                                         "input_noise", "unlabeled_epochs",
                                                                         "safeguard", "cv_accuracy_start",
-                                                                        "cv_accuracy_deepseg", "calibration",
-                                                                        "cv_accuracy_raw", "cv_accuracy_calibrated",
-                                                                        "calibration_temperature")}
+                                                                        "cv_accuracy_deepseg")}
                                  for h in est.history_]
             if "supervised-start" in fingerprints:
                 out.append({**base, "method": "supervised-start", "config": fingerprints["supervised-start"],

@@ -45,9 +45,7 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         last entry also holds the class prior used (``class_prior``, and ``prior_temperature`` for
         "auto") and the safeguard's decision (``safeguard``: "deep segmentation" or "supervised
         start") with the out-of-fold accuracies it compared (``cv_accuracy_start``,
-        ``cv_accuracy_deepseg``) and its seconds (``safeguard_s``), and the answer's calibration
-        (``calibration``: "calibrated" or "uncalibrated", with ``cv_accuracy_raw``,
-        ``cv_accuracy_calibrated`` and, when calibrated, ``calibration_temperature``).
+        ``cv_accuracy_deepseg``) and its seconds (``safeguard_s``).
     n_iter_ : int
     n_features_in_ : int
 

@@ -71,12 +71,3 @@ class OutputCalibration:
         if data is None:
             return None
         return cls(float(data["temperature"]), tuple(map(float, data["train_prior"])), tuple(map(float, data["prior"])))
-
-
-def cross_fitted(P_oof: np.ndarray, y: np.ndarray, folds: np.ndarray, train_prior, prior) -> np.ndarray:
-    """`P_oof` calibrated fold by fold, each fold with the calibration fitted on the other folds' users."""
-    Q = np.empty_like(np.asarray(P_oof, dtype=np.float64))
-    for k in np.unique(folds):
-        held = folds == k
-        Q[held] = OutputCalibration.fit(P_oof[~held], y[~held], train_prior, prior)(P_oof[held])
-    return Q

@@ -25,11 +25,11 @@ from deepseg.core.checkpoint import Checkpoint, CheckpointHook, RunState, run_fi
 from deepseg.core.embed import NetConfig, SegmentationNet, smooth_labels
 from deepseg.core.ovr import OvRTSVM, fit_ovr_tsvm
 from deepseg.core.params import PARAMS, default, section_defaults
-from deepseg.core.calibration import OutputCalibration, cross_fitted
+from deepseg.core.calibration import OutputCalibration
 from deepseg.core.prior import (check_class_prior, estimate_class_prior, floor_prior, labeled_shares,
                                 resolve_class_prior)
 from deepseg.core.pseudo import EMAEnsemble, PseudoLabeler, balancing_weights, frozen_copy
-from deepseg.core.safeguard import RAW, START, CrossFit, cv_possible, decide, decide_calibration
+from deepseg.core.safeguard import START, CrossFit, cv_possible, decide
 from deepseg.core.sparse import as_float32, issparse, n_rows
 from deepseg.core.train import (
     TrainConfig,
@@ -337,22 +337,15 @@ class _Safeguard:
 
     def calibration(self, prior: np.ndarray, kept_start: bool) -> tuple[OutputCalibration | None, dict]:
         """The answer's calibration (:mod:`deepseg.core.calibration`) from the out-of-fold
-        probabilities of the answer the run keeps, or None where cross-validation scores the
-        answer higher without it; and its history record."""
+        probabilities of the answer the run keeps, and its history record."""
         if self._cross_fit() is None:
             return None, {"calibration": "skipped: " + TOO_FEW}
         P_oof = self._oof if kept_start else self._deepseg_out_of_fold(prior)
-        train_prior = floor_prior(labeled_shares(self.y_l, self.n_classes))
-        record = decide_calibration(self.y_l, P_oof,
-                                    cross_fitted(P_oof, self.y_l, self._cross.folds, train_prior, prior))
-        log.info("calibration: %s (out-of-fold accuracy: %.3f uncalibrated, %.3f calibrated)",
-                 record["calibration"], record["cv_accuracy_raw"], record["cv_accuracy_calibrated"])
-        if record["calibration"] == RAW:
-            return None, {**record, "calibration_s": self._seconds}
-        calibration = OutputCalibration.fit(P_oof, self.y_l, train_prior, prior)
+        calibration = OutputCalibration.fit(P_oof, self.y_l, floor_prior(labeled_shares(self.y_l, self.n_classes)),
+                                            prior)
         log.info("calibration: temperature %.3g, class prior %s", calibration.temperature,
                  np.round(prior, 3).tolist())
-        return calibration, {**record, "calibration_temperature": calibration.temperature,
+        return calibration, {"calibration_temperature": calibration.temperature,
                              "calibration_s": self._seconds}
 
 

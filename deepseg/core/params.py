@@ -167,16 +167,15 @@ PARAMS: tuple[Param, ...] = (
           'Deep Segmentation (decision and scores in the last history entry); "none": always Deep Segmentation.',
           "safeguard", patent="none"),
     Param("safeguard_folds", 3, (Interval(Integral, 2, None, closed="left"),),
-          "Folds of labelled users for the safeguard's cross-validation, the prior's and the answer's calibration.",
+          "Folds of labelled users for the safeguard's cross-validation and the prior's calibration.",
           "safeguard_folds"),
     Param("safeguard_unlabeled_size", 1000, _positive(Integral),
           "Unlabelled users (a seeded sample) that each cross-validation fit iterates on; bounds its cost.",
           "safeguard_unlabeled_size"),
     Param("calibration", "cv", (StrOptions({"cv", "none"}),),
           '"cv": the answer\'s evidence scaled by a temperature fitted on out-of-fold probabilities of the '
-          "labelled users, under the class prior of the unlabelled users (class_prior), unless that scores a lower "
-          "out-of-fold accuracy (decision, temperature and prior in the last history entry); "
-          '"none": the EMA as it is.', "calibration", patent="none"),
+          "labelled users, under the class prior of the unlabelled users (class_prior; temperature and prior in "
+          'the last history entry); "none": the EMA as it is.', "calibration", patent="none"),
     # the answer (patent [0107])
     Param("ema_decay", 0.5, _fraction(), "Decay rho of the moving average of g(f(x)) over iterations.",
           "ema_decay", patent=0.8),

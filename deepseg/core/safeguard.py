@@ -8,11 +8,7 @@ held-out fold are the start's out-of-fold predictions (they also calibrate the c
 ``safeguard_unlabeled_size`` unlabelled users plus the held-out fold (unlabelled to that fit,
 as the users being scored are to the real one); the EMA's probabilities on the held-out fold are
 Deep Segmentation's out-of-fold predictions. The fit keeps the supervised start only if its
-out-of-fold accuracy is higher (ties keep Deep Segmentation). The same comparison decides whether
-the kept answer is calibrated (:mod:`deepseg.core.calibration`; ties keep the calibration).
-The accuracies are those of the labelled users as they are, not re-weighted toward the estimated
-class prior: a safeguard that trusted the prior could not catch iterations or a calibration that a
-wrong prior misled.
+out-of-fold accuracy is higher (ties keep Deep Segmentation).
 
 The sample lives on the driver (it is drawn from the TSVMs' sample), so this works whatever the
 backend. Everything runs under its own torch random state: the main fit is the same with or
@@ -34,7 +30,6 @@ from deepseg.core.train import make_optimizer, predict_proba, train_labeled
 
 #: The safeguard's choices, as recorded in the history.
 DEEPSEG, START = "deep segmentation", "supervised start"
-CALIBRATED, RAW = "calibrated", "uncalibrated"
 
 
 def stratified_folds(y: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
@@ -53,25 +48,13 @@ def cv_possible(n_labeled: int, n_folds: int) -> bool:
     return n_labeled >= 2 * n_folds
 
 
-def accuracy(P: np.ndarray, y: np.ndarray) -> float:
-    """Accuracy of the argmax of `P`."""
-    return float(np.mean(P.argmax(axis=1) == y))
-
-
 def decide(y: np.ndarray, P_start: np.ndarray, P_deepseg: np.ndarray) -> dict:
     """The safeguard's decision from out-of-fold probabilities of the labelled users `y`:
     the supervised start only if its accuracy is strictly higher."""
-    start, deepseg = accuracy(P_start, y), accuracy(P_deepseg, y)
+    start = float(np.mean(P_start.argmax(axis=1) == y))
+    deepseg = float(np.mean(P_deepseg.argmax(axis=1) == y))
     return {"safeguard": START if start > deepseg else DEEPSEG,
             "cv_accuracy_start": start, "cv_accuracy_deepseg": deepseg}
-
-
-def decide_calibration(y: np.ndarray, P_raw: np.ndarray, P_calibrated: np.ndarray) -> dict:
-    """Whether the kept answer is calibrated: unless its uncalibrated out-of-fold accuracy is
-    strictly higher than the cross-fitted calibrated one."""
-    raw, calibrated = accuracy(P_raw, y), accuracy(P_calibrated, y)
-    return {"calibration": RAW if raw > calibrated else CALIBRATED,
-            "cv_accuracy_raw": raw, "cv_accuracy_calibrated": calibrated}
 
 
 @dataclass

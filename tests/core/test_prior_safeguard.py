@@ -10,8 +10,7 @@ from deepseg.core.ovr import fit_ovr_tsvm
 from deepseg.core.prior import (MIN_PRIOR, calibrated, check_class_prior, em_prior, estimate_class_prior,
                                 resolve_class_prior)
 from deepseg.core.pseudo import balancing_weights
-from deepseg.core.safeguard import (CALIBRATED, DEEPSEG, RAW, START, cv_possible, decide, decide_calibration,
-                                    stratified_folds)
+from deepseg.core.safeguard import DEEPSEG, START, cv_possible, decide, stratified_folds
 from deepseg.core.train import predict_proba
 
 SMALL = dict(supervised_epochs=30, n_iter=2, unlabeled_epochs=2, labeled_epochs=2)
@@ -124,28 +123,6 @@ def test_decision_keeps_the_start_only_when_it_scores_strictly_higher():
     assert decide(y, half, right)["safeguard"] == DEEPSEG
     assert decide(y, half, half)["safeguard"] == DEEPSEG  # a tie keeps Deep Segmentation
     assert decide(y, wrong, half)["safeguard"] == DEEPSEG
-
-
-def test_the_calibration_is_kept_unless_it_scores_strictly_lower():
-    y = np.array([0, 1, 0, 1])
-    right, half = np.eye(2)[y], np.eye(2)[[0, 0, 0, 0]]
-    assert decide_calibration(y, right, half) == {"calibration": RAW, "cv_accuracy_raw": 1.0,
-                                                  "cv_accuracy_calibrated": 0.5}
-    assert decide_calibration(y, half, half)["calibration"] == CALIBRATED  # a tie keeps the calibration
-    assert decide_calibration(y, half, right)["calibration"] == CALIBRATED
-
-
-def test_a_calibration_that_hands_everyone_to_a_wrong_prior_is_not_kept(moons):
-    """A prior of 95% class 0 on balanced moons: calibrated under it, the answer would call most
-    users 0; the cross-fitted out-of-fold accuracy sees it and the answer stays the raw EMA."""
-    X, y, _ = moons
-    params = dict(random_state=0, class_prior=[0.95, 0.05], **{**SMALL, "supervised_epochs": 5})
-    clf = DeepSegmentationClassifier(**params).fit(X, y)
-    raw = DeepSegmentationClassifier(**params, calibration="none").fit(X, y)
-    last = clf.history_[-1]
-    assert last["calibration"] == RAW and last["cv_accuracy_raw"] > last["cv_accuracy_calibrated"]
-    assert "calibration_temperature" not in last and clf.model_.ensemble.calibration is None
-    np.testing.assert_array_equal(clf.predict_proba(X), raw.predict_proba(X))
 
 
 def test_the_safeguard_returns_the_start_when_the_iterations_are_misled(moons):
