@@ -147,10 +147,9 @@ def test_accuracy_at_least_the_supervised_baseline(spark, cfg, run):
     """deepseg vs its own supervised start (= the same fit with n_iter=0: same seed, same net).
 
     The network the run keeps (the iterations' EMA, or the start where the safeguard keeps it) is
-    at least the start. The answer is that network calibrated under the estimated class prior
-    (τ fitted on 150 labelled users' out-of-fold probabilities); it moves the users whose top two
-    segments are close and can cost a few of 3,000 (here 0.4 points): that is held to issue 19's
-    bar, start - 0.5 points.
+    at least the start, and so must the answer (that network calibrated under the estimated class
+    prior). Known to fail since the calibration (issue 19): the calibrated kept start is 0.4 points
+    below the start here; the bar stays strict until the calibration is fixed at its cause.
     """
     from deepseg.demo import evaluate
 
@@ -161,7 +160,7 @@ def test_accuracy_at_least_the_supervised_baseline(spark, cfg, run):
     assert ("deepseg_uncalibrated_accuracy" in metrics) == ("calibration_temperature" in last)
     kept = metrics.get("deepseg_uncalibrated_accuracy", metrics["deepseg_accuracy"])
     assert kept >= metrics["supervised_accuracy"], metrics
-    assert metrics["deepseg_accuracy"] >= metrics["supervised_accuracy"] - 0.005, metrics
+    assert metrics["deepseg_accuracy"] >= metrics["supervised_accuracy"], metrics
 
 
 @spark_test
