@@ -26,7 +26,7 @@ from deepseg.core.embed import NetConfig, SegmentationNet, smooth_labels
 from deepseg.core.ovr import OvRTSVM, fit_ovr_tsvm
 from deepseg.core.params import PARAMS, default, section_defaults
 from deepseg.core.calibration import OutputCalibration
-from deepseg.core.prior import (check_class_prior, estimate_class_prior, floor_prior, labeled_shares,
+from deepseg.core.prior import (answer_prior, auto_class_prior, check_class_prior, floor_prior, labeled_shares,
                                 resolve_class_prior)
 from deepseg.core.pseudo import EMAEnsemble, PseudoLabeler, balancing_weights, frozen_copy
 from deepseg.core.safeguard import START, CrossFit, cv_possible, decide
@@ -288,16 +288,19 @@ class _Safeguard:
 
         def estimate():
             self._cross_fit()
-            pi, tau = estimate_class_prior(predict_proba(supervised, self.sample), self._oof, self.y_l,
-                                           self.n_classes)
-            self.prior_record["prior_temperature"] = tau
+            pi, record = auto_class_prior(predict_proba(supervised, self.sample), self._oof, self.y_l,
+                                          self.n_classes)
+            self.prior_record.update(record)
             return pi
 
         prior = resolve_class_prior(self.config.class_prior, self.y_l, self.n_classes, estimate)
         self.prior_record["class_prior"] = prior.tolist()
         if self.config.class_prior == "auto":
-            log.info("class prior of the unlabelled users (EM, temperature %.3g): %s",
-                     self.prior_record["prior_temperature"], np.round(prior, 3).tolist())
+            r = self.prior_record
+            log.info("class prior of the unlabelled users (EM, temperature %.3g): %s; the labelled shares %s "
+                     "(chi-squared p = %.3g)", r["prior_temperature"], np.round(prior, 3).tolist(),
+                     "differ: the answer shifts" if r["label_shift"] else "agree: the answer keeps them",
+                     r["label_shift_p"])
         return prior
 
     def _deepseg_out_of_fold(self, prior: np.ndarray) -> np.ndarray:
@@ -341,12 +344,13 @@ class _Safeguard:
         if self._cross_fit() is None:
             return None, {"calibration": "skipped: " + TOO_FEW}
         P_oof = self._oof if kept_start else self._deepseg_out_of_fold(prior)
+        shifted = answer_prior(self.config.class_prior, prior, self.prior_record, self.y_l, self.n_classes)
         calibration = OutputCalibration.fit(P_oof, self.y_l, floor_prior(labeled_shares(self.y_l, self.n_classes)),
-                                            prior)
-        log.info("calibration: temperature %.3g, class prior %s", calibration.temperature,
-                 np.round(prior, 3).tolist())
+                                            shifted)
+        log.info("calibration: temperature %.3g, answer's class prior %s", calibration.temperature,
+                 np.round(shifted, 3).tolist())
         return calibration, {"calibration_temperature": calibration.temperature,
-                             "calibration_s": self._seconds}
+                             "calibration_prior": list(calibration.prior), "calibration_s": self._seconds}
 
 
 @dataclass

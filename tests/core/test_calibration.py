@@ -1,4 +1,4 @@
-"""The answer's calibration: a temperature fitted out of fold, under the class prior of the unlabelled users."""
+"""The answer's calibration: a temperature fitted out of fold, and the shift to the class prior of the unlabelled users."""
 
 import numpy as np
 import pytest
@@ -38,13 +38,24 @@ def test_the_answer_is_never_sharpened():
     assert OutputCalibration.fit(P, y, (0.5, 0.5), (0.5, 0.5)).temperature == pytest.approx(1.0, abs=1e-4)
 
 
-def test_a_low_temperature_moves_answers_to_the_prior_and_keeps_the_binary_order():
+def test_a_temperature_alone_changes_no_segment_and_flattens_towards_uniform():
+    """Under the labelled shares (no prior shift) τ < 1 keeps every user's segment, whatever the
+    shares, and moves every propensity vector towards 1/c."""
+    P = softmax(np.random.default_rng(1).normal(size=(500, 4)) * 3, axis=1)
+    Q = OutputCalibration(0.1, (0.55, 0.25, 0.15, 0.05), (0.55, 0.25, 0.15, 0.05))(P)
+    np.testing.assert_array_equal(Q.argmax(1), P.argmax(1))
+    assert np.abs(Q - 0.25).max() < np.abs(P - 0.25).max()
+
+
+def test_the_anchored_form_of_format_version_2_moves_answers_to_the_labelled_shares():
     P = softmax(np.random.default_rng(1).normal(size=(200, 2)) * 3, axis=1)
-    cal = OutputCalibration(0.1, (0.85, 0.15), (0.85, 0.15))
+    cal = OutputCalibration(0.1, (0.85, 0.15), (0.85, 0.15), anchored=True)
     Q = cal(P)
     assert (Q.argmax(1) == 0).mean() > (P.argmax(1) == 0).mean()
     assert np.abs(Q - [0.85, 0.15]).max() < np.abs(P - [0.85, 0.15]).max()
     np.testing.assert_array_equal(np.argsort(Q[:, 1], kind="stable"), np.argsort(P[:, 1], kind="stable"))
+    assert OutputCalibration.from_dict({"temperature": 0.1, "train_prior": [0.85, 0.15],
+                                        "prior": [0.85, 0.15]}) == cal
 
 
 def test_a_prior_shift_is_the_bayes_adjustment():
@@ -60,7 +71,7 @@ def test_the_fitted_answer_is_the_calibrated_ema_and_survives_save_and_load(moon
     last = clf.history_[-1]
     cal = clf.model_.ensemble.calibration
     assert cal.temperature == last["calibration_temperature"] and 0 < cal.temperature <= 1
-    assert cal.prior == tuple(last["class_prior"])
+    assert cal.prior == tuple(last["calibration_prior"])
     assert cal.train_prior == tuple(floor_prior(labeled_shares(y[y >= 0], 2)))
     assert "calibration_temperature" not in raw.history_[-1] and raw.model_.ensemble.calibration is None
     np.testing.assert_allclose(clf.predict_proba(X), cal(raw.predict_proba(X)), rtol=1e-5, atol=1e-6)
@@ -78,6 +89,27 @@ def test_too_few_labelled_users_leave_the_answer_uncalibrated(moons):
     assert clf.history_[-1]["calibration"].startswith("skipped") and clf.model_.ensemble.calibration is None
 
 
+def test_a_format_version_2_model_loads_with_the_anchored_calibration(moons, tmp_path):
+    import json
+
+    from deepseg.spark.persistence import MODEL_FILE
+
+    X, y, _ = moons
+    clf = DeepSegmentationClassifier(random_state=0, **SMALL).fit(X, y)
+    save_model(clf.model_, tmp_path / "m")
+    document = json.loads((tmp_path / "m" / MODEL_FILE).read_text())
+    assert document["format_version"] == 3 and document["ensemble"]["calibration"]["anchored"] is False
+    document["format_version"] = 2
+    del document["ensemble"]["calibration"]["anchored"]
+    (tmp_path / "m" / MODEL_FILE).write_text(json.dumps(document))
+    loaded, _ = load_model(tmp_path / "m")
+    cal = clf.model_.ensemble.calibration
+    assert loaded.ensemble.calibration == OutputCalibration(cal.temperature, cal.train_prior, cal.prior, True)
+    raw = DeepSegmentationClassifier(random_state=0, calibration="none", **SMALL).fit(X, y)
+    np.testing.assert_allclose(loaded.ensemble(X), loaded.ensemble.calibration(raw.predict_proba(X)),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_a_format_version_1_model_loads_uncalibrated(moons, tmp_path):
     import json
 
@@ -87,7 +119,7 @@ def test_a_format_version_1_model_loads_uncalibrated(moons, tmp_path):
     clf = DeepSegmentationClassifier(random_state=0, **SMALL).fit(X, y)
     save_model(clf.model_, tmp_path / "m")
     document = json.loads((tmp_path / "m" / MODEL_FILE).read_text())
-    assert document["format_version"] == 2 and document["ensemble"]["calibration"]["temperature"] > 0
+    assert document["format_version"] == 3 and document["ensemble"]["calibration"]["temperature"] > 0
     document["format_version"] = 1
     del document["ensemble"]["calibration"]
     (tmp_path / "m" / MODEL_FILE).write_text(json.dumps(document))

@@ -7,8 +7,8 @@ import torch
 
 from deepseg import DeepSegmentationClassifier
 from deepseg.core.ovr import fit_ovr_tsvm
-from deepseg.core.prior import (MIN_PRIOR, calibrated, check_class_prior, em_prior, estimate_class_prior,
-                                resolve_class_prior)
+from deepseg.core.prior import (MIN_PRIOR, SHIFT_ALPHA, answer_prior, auto_class_prior, calibrated, check_class_prior, em_prior,
+                                estimate_class_prior, label_shift_pvalue, labeled_shares, resolve_class_prior)
 from deepseg.core.pseudo import balancing_weights
 from deepseg.core.safeguard import DEEPSEG, START, cv_possible, decide, stratified_folds
 from deepseg.core.train import predict_proba
@@ -58,6 +58,40 @@ def test_a_calibrated_start_moves_the_prior_towards_the_unlabelled_shares():
     assert 0.6 < pi[0] < 0.8
 
 
+def test_a_fixed_count_per_class_of_an_imbalanced_population_shifts_the_answer():
+    """10 + 10 labelled users of an 80/20 population: the labelled shares fail the test against the
+    estimate, and the answer is shifted to the estimate."""
+    P_u, _ = gaussian_posteriors(5000, np.array([0.8, 0.2]), np.array([0.5, 0.5]), seed=1)
+    y_l = np.array([0] * 10 + [1] * 10)
+    P_oof = np.where(np.eye(2)[y_l] == 1, 0.8, 0.2)  # a start right on every held-out user
+    pi, record = auto_class_prior(P_u, P_oof, y_l, 2)
+    assert record["label_shift"] and record["label_shift_p"] < SHIFT_ALPHA and pi[0] > 0.65
+    np.testing.assert_allclose(answer_prior("auto", pi, record, y_l, 2), pi)
+
+
+def test_labelled_users_drawn_in_proportion_keep_their_shares_in_the_answer():
+    """Labelled users drawn at random from the same 80/20 population: their shares pass the test
+    and are the answer's prior, although the estimate is off by several points; an explicit
+    prior is the answer's prior whatever the test says."""
+    P_u, _ = gaussian_posteriors(5000, np.array([0.8, 0.2]), np.array([0.8, 0.2]), seed=1)
+    P_oof, y_l = gaussian_posteriors(200, np.array([0.8, 0.2]), np.array([0.8, 0.2]), seed=2)
+    pi, record = auto_class_prior(P_u, P_oof, y_l, 2)
+    assert abs(pi[0] - labeled_shares(y_l, 2)[0]) > 0.01
+    assert not record["label_shift"] and record["label_shift_p"] >= SHIFT_ALPHA
+    np.testing.assert_allclose(answer_prior("auto", pi, record, y_l, 2), labeled_shares(y_l, 2))
+    np.testing.assert_allclose(answer_prior([0.6, 0.4], np.array([0.6, 0.4]), {}, y_l, 2), [0.6, 0.4])
+
+
+def test_the_label_shift_test_is_the_chi_squared_goodness_of_fit():
+    from scipy.stats import chisquare
+
+    y_l = np.array([0] * 10 + [1] * 10)
+    assert label_shift_pvalue(y_l, np.array([0.8, 0.2])) == pytest.approx(chisquare([10, 10], [16, 4]).pvalue)
+    assert label_shift_pvalue(y_l, np.array([0.8, 0.2])) < 0.001
+    assert label_shift_pvalue(y_l, np.array([0.5, 0.5])) == pytest.approx(1.0)
+    assert label_shift_pvalue(np.array([], dtype=int), np.array([0.5, 0.5])) == 1.0
+
+
 @pytest.mark.parametrize("bad", ["labelled", "em", [0.5, 0.5, 0.0], [-0.1, 1.1], [np.nan, 1.0], [0.0, 0.0],
                                  [[0.5, 0.5]], ["a", "b"]])
 def test_bad_class_priors_are_refused_naming_the_parameter(bad):
@@ -97,7 +131,12 @@ def test_class_prior_reaches_the_config_and_is_recorded(moons):
     assert clf.to_config().class_prior == (0.3, 0.7)
     np.testing.assert_allclose(clf.history_[-1]["class_prior"], [0.3, 0.7])
     auto = DeepSegmentationClassifier(random_state=0, safeguard="none", **SMALL).fit(X, y)
-    assert sum(auto.history_[-1]["class_prior"]) == pytest.approx(1.0) and auto.history_[-1]["prior_temperature"] > 0
+    last = auto.history_[-1]
+    assert sum(last["class_prior"]) == pytest.approx(1.0) and last["prior_temperature"] > 0
+    assert 0 <= last["label_shift_p"] <= 1
+    expected = last["class_prior"] if last["label_shift"] else labeled_shares(y[y >= 0], 2)
+    np.testing.assert_allclose(last["calibration_prior"], expected)
+    np.testing.assert_allclose(auto.model_.ensemble.calibration.prior, expected)
     with pytest.raises(ValueError, match="class_prior"):
         DeepSegmentationClassifier(class_prior=[0.2, 0.3, 0.5], **SMALL).fit(X, y)
 
