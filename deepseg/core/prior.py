@@ -12,14 +12,13 @@ start is weak, its calibrated probabilities nearly flat, and the likelihood so f
 a corner of the simplex on 6 of 13 real data sets (benchmarks/experiments/prior_safeguard.py), where
 one step stays between the labelled shares and what the start sees.
 
-The answer (:mod:`deepseg.core.calibration`) moves users from the labelled shares to the estimate
+The answer (:mod:`deepseg.core.calibration`) is shifted from the labelled shares to the estimate
 only where the labelled shares contradict it: a χ² goodness-of-fit test of the labelled class
 counts against the estimate (`label_shift_pvalue`) must reject at SHIFT_ALPHA. A survey drawn in
 proportion to the segments then keeps its own shares, an unbiased estimate that the start's errors
-cannot bend (on synthetic users surveyed at random the estimate was 2-4 points off the truth, and
-answers shifted under it lost accuracy in most seeds), while a fixed number per segment of an
-imbalanced population (10 and 10 of 80/20) is corrected. The iterations' balance target is the
-estimate either way: a soft target, not a decision. No label of an unlabelled user is read.
+cannot bend, while a fixed number per segment of an imbalanced population is corrected. The
+iterations' balance target is the estimate either way: a soft target, not a decision. No label of
+an unlabelled user is read.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ import numpy as np
 from scipy.special import softmax
 from scipy.stats import chisquare
 
-from deepseg.core.calibration import fit_temperature
+from deepseg.core.calibration import EVIDENCE_ALPHA, fit_temperature
 
 #: The values of `class_prior` that name a rule (an array gives the prior itself).
 PRIOR_RULES = ("auto", "labeled", "uniform")
@@ -40,7 +39,7 @@ PRIOR_RULES = ("auto", "labeled", "uniform")
 EM_STEPS = 1
 
 #: The answer leaves the labelled shares for the estimate when the χ² test rejects them at this level.
-SHIFT_ALPHA = 0.05
+SHIFT_ALPHA = EVIDENCE_ALPHA
 
 #: No class gets a smaller prior: keeps the TSVM balance r = 2π - 1 inside (-1, 1).
 MIN_PRIOR = 1e-3

@@ -5,7 +5,7 @@ import pytest
 from scipy.special import softmax
 
 from deepseg import DeepSegmentationClassifier
-from deepseg.core.calibration import OutputCalibration, fit_temperature
+from deepseg.core.calibration import EVIDENCE_ALPHA, OutputCalibration, bias_pvalue, fit_temperature
 from deepseg.core.prior import floor_prior, labeled_shares
 from deepseg.spark.persistence import load_model, save_model
 
@@ -35,7 +35,8 @@ def test_the_answer_is_never_sharpened():
     y = np.array([0, 1] * 20)
     P = np.where(np.eye(2)[y] == 1, 0.9, 0.1)
     assert fit_temperature(P, y, (0.5, 0.5)) > 5
-    assert OutputCalibration.fit(P, y, (0.5, 0.5), (0.5, 0.5)).temperature == pytest.approx(1.0, abs=1e-4)
+    for anchored in (False, True):
+        assert OutputCalibration.fit(P, y, (0.5, 0.5), (0.5, 0.5), anchored).temperature == pytest.approx(1.0, abs=1e-4)
 
 
 def test_a_temperature_alone_changes_no_segment_and_flattens_towards_uniform():
@@ -58,6 +59,33 @@ def test_the_anchored_form_of_format_version_2_moves_answers_to_the_labelled_sha
                                         "prior": [0.85, 0.15]}) == cal
 
 
+def test_a_boundary_biased_towards_a_small_segment_is_detected_from_the_labelled_users_alone():
+    """17 and 3 labelled users; out of fold the network calls 9 of them the small segment: biased.
+    Calling 4 is within chance; calling a segment no labelled user has is biased outright."""
+    y = np.array([0] * 17 + [1] * 3)
+    called = lambda n1: np.eye(2)[np.r_[np.zeros(20 - n1, int), np.ones(n1, int)]] * 0.8 + 0.1
+    assert bias_pvalue(called(9), y) < EVIDENCE_ALPHA
+    assert bias_pvalue(called(4), y) > 0.5
+    assert bias_pvalue(called(3), y) == pytest.approx(1.0)
+    assert bias_pvalue(np.eye(3)[[0] * 19 + [2]], y) == 0.0
+    assert bias_pvalue(called(5), np.zeros(20, int)) == 0.0 and bias_pvalue(called(0), np.zeros(20, int)) == 1.0
+
+
+def test_the_anchored_temperature_is_fitted_in_its_own_form():
+    """Out-of-fold probabilities that over-call the small segment: anchored at the labelled shares
+    the fitted τ moves those users back (fewer small-segment calls); the plain form keeps them."""
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(85, int), np.ones(15, int)]
+    P = softmax(np.c_[rng.normal(0, 1, 100), rng.normal(0.3, 1, 100) + 1.5 * y] * 2, axis=1)
+    pi = (0.85, 0.15)
+    anchored, plain = OutputCalibration.fit(P, y, pi, pi, True), OutputCalibration.fit(P, y, pi, pi, False)
+    assert anchored.anchored and not plain.anchored
+    assert anchored.temperature == pytest.approx(fit_temperature(P, y, np.array(pi), 0.0))
+    assert plain.temperature == pytest.approx(fit_temperature(P, y, np.array([0.5, 0.5]), 0.0))
+    assert (anchored(P).argmax(1) == 1).sum() < (P.argmax(1) == 1).sum()
+    np.testing.assert_array_equal(plain(P).argmax(1), P.argmax(1))
+
+
 def test_a_prior_shift_is_the_bayes_adjustment():
     P = np.array([[0.5, 0.5], [0.7, 0.3]])
     Q = OutputCalibration(1.0, (0.5, 0.5), (0.8, 0.2))(P)
@@ -72,6 +100,7 @@ def test_the_fitted_answer_is_the_calibrated_ema_and_survives_save_and_load(moon
     cal = clf.model_.ensemble.calibration
     assert cal.temperature == last["calibration_temperature"] and 0 < cal.temperature <= 1
     assert cal.prior == tuple(last["calibration_prior"])
+    assert cal.anchored == last["calibration_anchored"] == (last["calibration_bias_p"] < EVIDENCE_ALPHA)
     assert cal.train_prior == tuple(floor_prior(labeled_shares(y[y >= 0], 2)))
     assert "calibration_temperature" not in raw.history_[-1] and raw.model_.ensemble.calibration is None
     np.testing.assert_allclose(clf.predict_proba(X), cal(raw.predict_proba(X)), rtol=1e-5, atol=1e-6)
