@@ -1,33 +1,34 @@
-"""Calibrated answers: the network's probabilities scaled by a temperature fitted out of fold,
-moved to the class prior of the unlabelled users where the labelled users show it differs.
+"""Calibrated answers: the network's probabilities scaled by a temperature fitted out of fold, and
+moved between segments only where the labelled users give a reason to.
 
 A network trained on a few labelled users fits them exactly; its probabilities on everyone else are
 over-confident. Out-of-fold probabilities of the labelled users measure how confident it should
-be: τ ≤ 1 scales its log-probabilities to minimise their log-loss. How far the answer may move
-users between segments is decided on evidence from the labelled users, each by a χ² test at
-EVIDENCE_ALPHA:
+be: τ ≤ 1 scales its log-probabilities to minimise their log-loss. Two further moves change users'
+segments:
 
-- *the network's boundary is biased across segments* when its out-of-fold segment counts
-  contradict the labelled counts (`bias_pvalue`; 17 and 3 labelled users put the boundary halfway
-  between them, and the small segment takes a third of the users). τ then scales the evidence
-  against the labelled shares π_l ("anchored"), so that the prior weighs in as the evidence
-  weakens; otherwise τ scales the log-probabilities alone (temperature scaling, Guo et al. 2017),
-  which changes no user's segment;
-- *the labelled shares are not the population's* when they contradict the unlabelled users'
-  estimate π (:func:`deepseg.core.prior.label_shift_pvalue`; a fixed number per segment of an
-  imbalanced population). The answer then takes the Bayes adjustment of Saerens, Latinne &
-  Decaestecker (Neural Computation 2002) from π_l to π; otherwise π = π_l.
+- *anchoring*: the evidence is scaled against the labelled shares π_l, so that the prior weighs in
+  as the evidence weakens. A boundary fitted to a handful of users of a segment sits halfway
+  between them whatever the segment's share (17 and 3 labelled users: the small segment takes a
+  third of the users);
+- *the prior shift*: the Bayes adjustment of Saerens, Latinne & Decaestecker (Neural Computation
+  2002) from π_l to the class prior π of the unlabelled users (a fixed number per segment of an
+  imbalanced population).
 
     anchored:  p̃(k | x) ∝ exp(τ · (log p(k | x) - log π_l,k) + log π_k)
     otherwise: p̃(k | x) ∝ exp(τ · log p(k | x) + log π_k - log π_l,k)
 
-Without that evidence the calibration moved users all the same, and on synthetic users surveyed at
-random (26+ labelled users per segment) it cost 0.5-1.3 points against the uncalibrated answer in
-9 of 10 seeds. τ is at most 1: a few labelled users that the folds happen to separate perfectly
-would otherwise push it to its bound and every propensity to 0 or 1. Only labelled users are read.
-Models saved before format version 3 load anchored.
+With few labelled users (`few_labels`: some segment has at most AUTO_LABELS_PER_CLASS, the boundary
+of the other "auto" rules) both moves are made: that bias is expected, and no test on so few users
+could show it. Above, each move needs evidence, a χ² test at EVIDENCE_ALPHA: anchoring where the
+out-of-fold segment counts contradict the labelled counts (`bias_pvalue`), the shift where the
+labelled shares contradict the estimated prior (:func:`deepseg.core.prior.label_shift_pvalue`).
+Otherwise temperature scaling alone changes no user's segment (Guo et al. 2017). On synthetic users
+surveyed at random (26+ labelled users per segment) making both moves regardless cost 0.2-1.3 points
+against the uncalibrated answer in 9 of 10 seeds (docs/tuning-log.md). τ is at most 1: a few
+labelled users that the folds happen to separate perfectly would otherwise push it to its bound
+and every propensity to 0 or 1. Only labelled users are read. Models saved before format version 3
+load anchored.
 """
-
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 from scipy.stats import chisquare
+
+from deepseg.core.train import AUTO_LABELS_PER_CLASS
 
 #: Bounds of log τ: τ from e^-5 (nearly the prior alone) to e^3 (sharper than the network).
 LOG_TAU_BOUNDS = (-5.0, 3.0)
@@ -62,6 +65,12 @@ def fit_temperature(P_oof: np.ndarray, y: np.ndarray, train_prior: np.ndarray,
         return -log_softmax(np.exp(log_tau) * E + log_pi, axis=1)[np.arange(len(y)), y].mean()
 
     return float(np.exp(minimize_scalar(loss, bounds=(LOG_TAU_BOUNDS[0], max_log_tau), method="bounded").x))
+
+
+def few_labels(y: np.ndarray, n_classes: int) -> bool:
+    """Whether some segment has at most AUTO_LABELS_PER_CLASS labelled users (see the module doc)."""
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes)[:n_classes]
+    return bool(counts.min() <= AUTO_LABELS_PER_CLASS)
 
 
 def bias_pvalue(P_oof: np.ndarray, y: np.ndarray) -> float:

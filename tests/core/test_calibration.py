@@ -5,7 +5,7 @@ import pytest
 from scipy.special import softmax
 
 from deepseg import DeepSegmentationClassifier
-from deepseg.core.calibration import EVIDENCE_ALPHA, OutputCalibration, bias_pvalue, fit_temperature
+from deepseg.core.calibration import EVIDENCE_ALPHA, OutputCalibration, bias_pvalue, few_labels, fit_temperature
 from deepseg.core.prior import floor_prior, labeled_shares
 from deepseg.spark.persistence import load_model, save_model
 
@@ -71,6 +71,32 @@ def test_a_boundary_biased_towards_a_small_segment_is_detected_from_the_labelled
     assert bias_pvalue(called(5), np.zeros(20, int)) == 0.0 and bias_pvalue(called(0), np.zeros(20, int)) == 1.0
 
 
+def test_few_labels_is_some_segment_with_at_most_ten_labelled_users():
+    assert few_labels(np.r_[np.zeros(90, int), np.ones(10, int)], 2)
+    assert not few_labels(np.r_[np.zeros(90, int), np.ones(11, int)], 2)
+    assert few_labels(np.r_[np.zeros(90, int), np.ones(50, int)], 3)  # a segment nobody labelled
+
+
+@pytest.mark.parametrize("per_class, anchored", [(5, True), (40, False)])
+def test_few_labels_anchor_and_shift_without_a_test_many_need_evidence(per_class, anchored):
+    """Two well separated segments of 90/10, labelled `per_class` each: with 5 per segment the
+    answer is anchored and shifted to the estimated prior whatever the tests say; with 40, whose
+    out-of-fold counts match the labelled ones, it is neither anchored nor (the labelled shares
+    being ½ against an estimate near 0.9, a clear shift) left at the labelled shares."""
+    rng = np.random.default_rng(0)
+    y_true = (rng.random(4000) < 0.1).astype(int)
+    X = rng.normal(0, 1, (4000, 4)) + 3 * y_true[:, None]
+    y = np.full(4000, -1)
+    for k in (0, 1):
+        y[rng.choice(np.flatnonzero(y_true == k), per_class, replace=False)] = k
+    clf = DeepSegmentationClassifier(random_state=0, **SMALL).fit(X, y)
+    last = clf.history_[-1]
+    assert last["calibration_rule"] == ("few labels" if per_class <= 10 else "evidence")
+    assert last["calibration_anchored"] is anchored
+    np.testing.assert_allclose(clf.model_.ensemble.calibration.prior, last["class_prior"])
+    assert last["class_prior"][0] > 0.7
+
+
 def test_the_anchored_temperature_is_fitted_in_its_own_form():
     """Out-of-fold probabilities that over-call the small segment: anchored at the labelled shares
     the fitted τ moves those users back (fewer small-segment calls); the plain form keeps them."""
@@ -100,7 +126,9 @@ def test_the_fitted_answer_is_the_calibrated_ema_and_survives_save_and_load(moon
     cal = clf.model_.ensemble.calibration
     assert cal.temperature == last["calibration_temperature"] and 0 < cal.temperature <= 1
     assert cal.prior == tuple(last["calibration_prior"])
-    assert cal.anchored == last["calibration_anchored"] == (last["calibration_bias_p"] < EVIDENCE_ALPHA)
+    few = last["calibration_rule"] == "few labels"
+    assert few == few_labels(y[y >= 0], 2)
+    assert cal.anchored == last["calibration_anchored"] == (few or last["calibration_bias_p"] < EVIDENCE_ALPHA)
     assert cal.train_prior == tuple(floor_prior(labeled_shares(y[y >= 0], 2)))
     assert "calibration_temperature" not in raw.history_[-1] and raw.model_.ensemble.calibration is None
     np.testing.assert_allclose(clf.predict_proba(X), cal(raw.predict_proba(X)), rtol=1e-5, atol=1e-6)
@@ -127,7 +155,7 @@ def test_a_format_version_2_model_loads_with_the_anchored_calibration(moons, tmp
     clf = DeepSegmentationClassifier(random_state=0, **SMALL).fit(X, y)
     save_model(clf.model_, tmp_path / "m")
     document = json.loads((tmp_path / "m" / MODEL_FILE).read_text())
-    assert document["format_version"] == 3 and document["ensemble"]["calibration"]["anchored"] is False
+    assert document["format_version"] == 3 and "anchored" in document["ensemble"]["calibration"]
     document["format_version"] = 2
     del document["ensemble"]["calibration"]["anchored"]
     (tmp_path / "m" / MODEL_FILE).write_text(json.dumps(document))

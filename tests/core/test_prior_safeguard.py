@@ -134,7 +134,8 @@ def test_class_prior_reaches_the_config_and_is_recorded(moons):
     last = auto.history_[-1]
     assert sum(last["class_prior"]) == pytest.approx(1.0) and last["prior_temperature"] > 0
     assert 0 <= last["label_shift_p"] <= 1
-    expected = last["class_prior"] if last["label_shift"] else labeled_shares(y[y >= 0], 2)
+    shifted = last["label_shift"] or last["calibration_rule"] == "few labels"
+    expected = last["class_prior"] if shifted else labeled_shares(y[y >= 0], 2)
     np.testing.assert_allclose(last["calibration_prior"], expected)
     np.testing.assert_allclose(auto.model_.ensemble.calibration.prior, expected)
     with pytest.raises(ValueError, match="class_prior"):
