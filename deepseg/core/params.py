@@ -173,10 +173,10 @@ PARAMS: tuple[Param, ...] = (
           "Unlabelled users (a seeded sample) that each cross-validation fit iterates on; bounds its cost.",
           "safeguard_unlabeled_size"),
     Param("calibration", "cv", (StrOptions({"cv", "none"}),),
-          '"cv": the answer\'s log-probabilities scaled by a temperature fitted on out-of-fold probabilities of '
-          "the labelled users, then moved from the labelled shares to the class prior (for \"auto\", only where a "
-          "chi-squared test at 5% rejects the labelled shares against it; temperature and prior in the last "
-          'history entry); "none": the EMA as it is.', "calibration", patent="none"),
+          '"cv": a temperature fitted on out-of-fold probabilities of the labelled users; the answer anchored at '
+          "the labelled shares and shifted to the class prior where some segment has at most 10 labelled users, "
+          "elsewhere each only where a chi-squared test at 5% shows the need (deepseg.core.calibration; the "
+          'decisions in the last history entry); "none": the EMA as it is.', "calibration", patent="none"),
     # the answer (patent [0107])
     Param("ema_decay", 0.5, _fraction(), "Decay rho of the moving average of g(f(x)) over iterations.",
           "ema_decay", patent=0.8),

@@ -12,13 +12,13 @@ start is weak, its calibrated probabilities nearly flat, and the likelihood so f
 a corner of the simplex on 6 of 13 real data sets (benchmarks/experiments/prior_safeguard.py), where
 one step stays between the labelled shares and what the start sees.
 
-The answer (:mod:`deepseg.core.calibration`) is shifted from the labelled shares to the estimate
-only where the labelled shares contradict it: a χ² goodness-of-fit test of the labelled class
-counts against the estimate (`label_shift_pvalue`) must reject at SHIFT_ALPHA. A survey drawn in
-proportion to the segments then keeps its own shares, an unbiased estimate that the start's errors
-cannot bend, while a fixed number per segment of an imbalanced population is corrected. The
-iterations' balance target is the estimate either way: a soft target, not a decision. No label of
-an unlabelled user is read.
+Above a few labelled users per segment (:func:`deepseg.core.calibration.few_labels`) the answer is
+shifted from the labelled shares to the estimate only where the labelled shares contradict it: a χ²
+goodness-of-fit test of the labelled class counts against the estimate (`label_shift_pvalue`) must
+reject at SHIFT_ALPHA. A survey drawn in proportion to the segments then keeps its own shares, an
+unbiased estimate that the start's errors cannot bend, while a fixed number per segment of an
+imbalanced population is corrected. The iterations' balance target is the estimate either way: a
+soft target, not a decision. No label of an unlabelled user is read.
 """
 
 from __future__ import annotations
@@ -119,8 +119,9 @@ def auto_class_prior(P_u: np.ndarray, P_oof: np.ndarray | None, y_l: np.ndarray,
 
 
 def answer_prior(rule: Any, prior: np.ndarray, record: dict, y_l: np.ndarray, n_classes: int) -> np.ndarray:
-    """The prior the answer is shifted to: for "auto" the estimate `prior` only where the χ² test
-    rejected the labelled shares (`record`), else the labelled shares; any other rule's prior as is."""
+    """The prior the answer is shifted to above a few labelled users per segment: for "auto" the
+    estimate `prior` only where the χ² test rejected the labelled shares (`record`), else the
+    labelled shares; any other rule's prior as is."""
     if isinstance(rule, str) and rule == "auto" and not record.get("label_shift", False):
         return floor_prior(labeled_shares(y_l, n_classes))
     return prior
