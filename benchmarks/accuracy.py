@@ -144,7 +144,8 @@ def run_one(dataset: str, method: str, seed: int) -> dict:
         "warnings": sorted({f"{w.category.__name__}: {str(w.message)[:120]}" for w in caught}),
     }
     if isinstance(est, DeepSegmentationClassifier) and est.n_iter_ > 0:
-        staged = [predict_proba(est.model_.supervised, X[~lab]), *est.staged_predict_proba(X[~lab])]
+        X_start = X[~lab] if est.reduction_ is None else est.reduction_.transform(X[~lab])  # f's input
+        staged = [predict_proba(est.model_.supervised, X_start), *est.staged_predict_proba(X[~lab])]
         result["accuracy_per_iteration"] = [
             float(np.mean(est.classes_[p.argmax(axis=1)] == y[~lab])) for p in staged
         ]

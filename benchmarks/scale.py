@@ -708,6 +708,9 @@ def main(argv=None):
     parser.add_argument("--keep-data", action="store_true", help=f"keep the tables under {DATA}")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--markdown", type=Path, default=MARKDOWN)
+    parser.add_argument("--baseline", type=Path, default=RESULTS,
+                        help="results whose train + score seconds this run is compared with, per N "
+                             "(default: the figures docs/benchmarks-scale.md reports; issue 19: within 1.5x)")
     parser.add_argument("--append", action="store_true",
                         help="add to the results already in --out (same N replaced) instead of starting over")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: one N, JSON to --out
@@ -721,6 +724,7 @@ def main(argv=None):
         return
 
     DATA.mkdir(parents=True, exist_ok=True)
+    baseline = baseline_seconds(args.baseline)  # read before --out (often the same file) is rewritten
     shown = list(argv if argv is not None else sys.argv[1:])
     for opt in ("--out", "--markdown"):  # where results go is not part of what was measured
         while opt in shown:
@@ -776,7 +780,23 @@ def main(argv=None):
     save(final=True)
     print("\n==== Scale benchmark ====")
     print_report(results, tsvm)
+    for r in results:
+        if r["users"] in baseline:
+            now, then = r["train_s"] + r["score_s"], baseline[r["users"]]
+            print(f"train + score, {r['users']:,} users: {now:.1f}s; baseline ({args.baseline.name}) "
+                  f"{then:.1f}s; ratio {now / then:.2f} (issue 19: at most {BASELINE_RATIO})")
     print(f"\nwrote {args.out} and {args.markdown}")
+
+
+BASELINE_RATIO = 1.5
+
+
+def baseline_seconds(path: Path) -> dict[int, float]:
+    """Train + score seconds per N in a results file (empty if there is none)."""
+    try:
+        return {r["users"]: r["train_s"] + r["score_s"] for r in json.loads(path.read_text())["results"]}
+    except (OSError, ValueError, KeyError):
+        return {}
 
 
 if __name__ == "__main__":

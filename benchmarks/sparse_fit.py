@@ -3,13 +3,15 @@
     python -m benchmarks.sparse_fit                     # 20,000 x 10,000 CSR, 1% non-zero, 100 labels; digits
     python -m benchmarks.sparse_fit --classes 10 --rows 20000 --cols 10000 --density 0.01 --labels 100
     python -m benchmarks.sparse_fit --profile           # + the 25 costliest functions (cProfile) of the sparse fit
+    python -m benchmarks.sparse_fit --sparse-components none   # f's first layer on the raw columns
 
 The sparse set is generated (seeded): c classes, each row ~density·cols non-zeros drawn from a
 class-specific topic over the columns mixed with a shared background (`--signal`, the topic's share),
 TF-IDF-like positive values, columns scaled to unit second moment (StandardScaler(with_mean=False):
 centring would densify). `--labels` labelled rows in total, stratified (the same count per class).
-`DeepSegmentationClassifier(random_state=0)` with its defaults is fitted once on the CSR matrix; the
-script prints wall-clock seconds (fit only; data generation apart), the process's CPU seconds (on a
+`DeepSegmentationClassifier(random_state=0)` with its defaults is fitted once on the CSR matrix (by
+default reduced to 256 dimensions inside the fit: deepseg.core.lsa; `--sparse-components`); the
+script prints wall-clock seconds (fit only, the reduction included; data generation apart), the process's CPU seconds (on a
 shared machine, closer to what an idle one would take), the per-step seconds from
 `history_`, accuracy on the unlabelled rows, the load average before and after, and torch's threads.
 Digits: load_digits standardised, 10 labels per class, the same estimator.
@@ -71,10 +73,10 @@ def stratified_labels(y: np.ndarray, n_labels: int, seed: int = 0) -> np.ndarray
     return out
 
 
-def timed_fit(X, y_semi, y_true, profile: bool = False) -> dict:
+def timed_fit(X, y_semi, y_true, profile: bool = False, **params) -> dict:
     from deepseg import DeepSegmentationClassifier
 
-    clf = DeepSegmentationClassifier(random_state=0)
+    clf = DeepSegmentationClassifier(random_state=0, **params)
     load_before = os.getloadavg()
     t, cpu = time.perf_counter(), time.process_time()
     if profile:
@@ -93,6 +95,7 @@ def timed_fit(X, y_semi, y_true, profile: bool = False) -> dict:
     last = clf.history_[-1]
     out = {"seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), **steps, "safeguard_s": round(last.get("safeguard_s", 0.0), 1),
            "safeguard": last.get("safeguard"), "unlabeled_epochs": last.get("unlabeled_epochs"),
+           "reduced_to": None if clf.reduction_ is None else clf.reduction_.components.shape[0],
            "accuracy_unlabelled": round(float(np.mean(clf.transduction_[unl] == y_true[unl])), 4),
            "load_before": [round(v, 2) for v in load_before],
            "load_after": [round(v, 2) for v in os.getloadavg()]}
@@ -109,6 +112,8 @@ def main(argv=None) -> None:
     parser.add_argument("--classes", type=int, default=5)
     parser.add_argument("--labels", type=int, default=100, help="labelled rows in total (stratified)")
     parser.add_argument("--signal", type=float, default=0.3, help="share of a row's words from its class topic")
+    parser.add_argument("--sparse-components", default="256",
+                        help="the estimator's sparse_components (\"none\": no reduction)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--no-digits", action="store_true")
     parser.add_argument("--no-sparse", action="store_true")
@@ -125,7 +130,9 @@ def main(argv=None) -> None:
         print(f"sparse: {X.shape[0]} x {X.shape[1]} CSR, {X.nnz / np.prod(X.shape):.2%} non-zero, "
               f"{args.classes} classes, {int((y_semi >= 0).sum())} labels; generated in "
               f"{time.perf_counter() - t:.1f}s", flush=True)
-        print("sparse fit:", timed_fit(X, y_semi, y, args.profile), flush=True)
+        k = None if args.sparse_components.lower() == "none" else int(args.sparse_components)
+        print(f"sparse fit (sparse_components={k}):", timed_fit(X, y_semi, y, args.profile, sparse_components=k),
+              flush=True)
     if not args.no_digits:
         from sklearn.datasets import load_digits
         from sklearn.preprocessing import StandardScaler

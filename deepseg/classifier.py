@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import warnings
+from numbers import Integral
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from deepseg.core._local import LocalBackend
 from deepseg.core.loop import DeepSegConfig, fit_deep_segmentation
+from deepseg.core.lsa import SparseReduction
 from deepseg.core.ovr import split_semi_supervised
 from deepseg.core.params import PARAMS, PATENT_PARAMS, keyword_init, numpydoc
 
@@ -32,6 +36,11 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
     Parameters
     ----------
 {parameters}
+    sparse_components : int or None, default=256
+        ``scipy.sparse`` X with more columns (and rows) than this is reduced to this many dimensions
+        before f: a truncated SVD of all rows (no label read), rows L2-normalised, centred, one common
+        scale (latent semantic analysis, :mod:`deepseg.core.lsa`). None: f's first layer takes the
+        sparse columns (:mod:`deepseg.core.sparse`; slower, and its directions see only labelled rows).
     random_state : int, RandomState or None, default=None
         Seeds weight initialisation, dropout, batch order and sampling.
 
@@ -48,6 +57,8 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         ``cv_accuracy_deepseg``) and its seconds (``safeguard_s``).
     n_iter_ : int
     n_features_in_ : int
+    reduction_ : SparseReduction or None
+        The reduction of sparse input (``sparse_components``), None where X was not reduced.
 
     See Also
     --------
@@ -71,9 +82,9 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
     """.format(parameters=numpydoc().replace("\n", "\n    ").join(["    ", ""]))
 
     _parameter_constraints: dict = {p.name: list(p.constraints) for p in PARAMS} | {
-        "random_state": ["random_state"]}
+        "sparse_components": [Interval(Integral, 1, None, closed="left"), None], "random_state": ["random_state"]}
 
-    __init__ = keyword_init({**{p.name: p.default for p in PARAMS}, "random_state": None})
+    __init__ = keyword_init({**{p.name: p.default for p in PARAMS}, "sparse_components": 256, "random_state": None})
 
     def to_config(self) -> DeepSegConfig:
         """The estimator's parameters as the core's configuration."""
@@ -86,8 +97,9 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
     def fit(self, X, y):
         """Fit on X with labels y, where y == -1 marks unlabelled points.
 
-        X may be a ``scipy.sparse`` matrix (any format; taken as CSR, never densified: mini-batches
-        go through f's first layer as sparse products, see :mod:`deepseg.core.sparse`). Raises
+        X may be a ``scipy.sparse`` matrix (any format; taken as CSR, never densified): reduced by
+        ``sparse_components``, or else its mini-batches go through f's first layer as sparse products
+        (:mod:`deepseg.core.sparse`). Raises
         ValueError for NaN or ±inf in X (dense or the stored entries of sparse X) or y and for labelled
         points of fewer than two classes. Without any unlabelled point it warns (UserWarning) and fits anyway: the
         supervised start, retrained on the labelled points (scikit-learn's API, and its
@@ -101,6 +113,10 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
                           f"{len(y)} labelled points", UserWarning, stacklevel=3)
         config = self.to_config()
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        self.reduction_ = None
+        if sp.issparse(X) and self.sparse_components is not None and min(X.shape) > self.sparse_components:
+            self.reduction_ = SparseReduction.fit(X, self.sparse_components, seed)
+            X = self.reduction_.transform(X)
         self.model_ = fit_deep_segmentation(
             X[labeled], y_idx, LocalBackend(X[~labeled]), len(self.classes_), config, seed
         )
@@ -119,12 +135,12 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
     def predict_proba(self, X):
         """EMA over iterations of softmax(g(f(X)))."""
         check_is_fitted(self)
-        return self.model_.ensemble(validate_data(self, X, reset=False, dtype=np.float32, accept_sparse="csr"))
+        return self.model_.ensemble(self._features(X))
 
     def staged_predict_proba(self, X):
         """The EMA prediction after each iteration 1..n_iter_ (after the supervised start if 0)."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float32, accept_sparse="csr")
+        X = self._features(X)
         for n in range(1, len(self.model_.ensemble.nets) + 1):
             yield self.model_.ensemble(X, n)
 
@@ -135,4 +151,10 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
     def transform(self, X):
         """The embedding f(X) of the last iteration (n_samples, embedding_size)."""
         check_is_fitted(self)
-        return self.model_.ensemble.embed(validate_data(self, X, reset=False, dtype=np.float32, accept_sparse="csr"))
+        return self.model_.ensemble.embed(self._features(X))
+
+    def _features(self, X):
+        """X validated against the fit, and reduced as the fit's X was."""
+        X = validate_data(self, X, reset=False, dtype=np.float32, accept_sparse="csr")
+        reduction = getattr(self, "reduction_", None)  # absent from estimators pickled before it existed
+        return X if reduction is None else reduction.transform(X)

@@ -152,6 +152,7 @@ def train_epochs(
     > 0 every batch is then mixed with a shuffled copy of itself (:func:`mixup`).
     """
     rng = np.random.default_rng(seed) if mixup_alpha > 0 or input_noise > 0 else None
+    noise = torch.Generator().manual_seed(seed) if input_noise > 0 else None  # torch's randn: 2.6x numpy's
     net.train()
     means = []
     for epoch in range(epochs):
@@ -165,7 +166,7 @@ def train_epochs(
             if input_noise > 0 and isinstance(x, SparseRows):  # on the stored entries (deepseg.core.sparse)
                 x = x.with_noise(input_noise, rng)
             elif input_noise > 0:
-                x = x + input_noise * torch.as_tensor(rng.standard_normal(x.shape), dtype=x.dtype)
+                x = x + input_noise * torch.randn(x.shape, generator=noise, dtype=x.dtype)
             if mixup_alpha > 0:
                 x, t = mixup(x, t, mixup_alpha, rng)
             value = weight * loss(net(x), t)

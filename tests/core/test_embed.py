@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepseg.core.embed import NetConfig, SegmentationNet, kl_loss, smooth_labels
+from deepseg.core.embed import Dropout, NetConfig, SegmentationNet, kl_loss, smooth_labels
 
 
 def test_shapes_follow_the_patent():
@@ -16,6 +16,31 @@ def test_shapes_follow_the_patent():
     assert z.shape == (7, 32)
     assert torch.all(z.abs() <= 1)  # tanh
     assert net(torch.randn(7, 20)).shape == (7, 5)
+
+
+@pytest.mark.parametrize("p", [0.5, 0.3, 0.9])
+def test_dropout_zeroes_a_share_p_and_keeps_the_mean(p):
+    torch.manual_seed(0)
+    drop = Dropout(p).train()
+    x = torch.ones(2000, 129, requires_grad=True)  # 258,000 elements: not a multiple of 8
+    y = drop(x)
+    assert abs(float((y == 0).float().mean()) - p) < 0.005
+    assert abs(float(y.detach().mean()) - 1.0) < 0.02
+    assert torch.unique(y.detach()).tolist() == pytest.approx([0.0, 1.0 / (1.0 - p)])
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient passes where the mask keeps, scaled alike
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_dropout_masks_follow_torch_seed():
+    drop = Dropout(0.5).train()
+    x = torch.ones(64, 128)
+    torch.manual_seed(3)
+    a = drop(x)
+    torch.manual_seed(3)
+    assert torch.equal(drop(x), a)
+    assert not torch.equal(drop(x), a)
+    assert torch.equal(Dropout(0.0).train()(x), x) and torch.equal(Dropout(1.0).train()(x), 0 * x)
 
 
 def test_glorot_normal_init_and_zero_bias():

@@ -19,6 +19,7 @@ from deepseg import DeepSegmentationClassifier
 from deepseg.core.embed import SegmentationNet, kl_loss
 from deepseg.core.loop import fit_deep_segmentation
 from deepseg.core._local import LocalBackend
+from deepseg.core.lsa import SparseReduction
 from deepseg.core.sparse import SparseRows, TransposedLinear
 from deepseg.core.train import make_optimizer, mixup, optimizer_step, train_epochs
 from tests.settings import FAST
@@ -43,7 +44,8 @@ def wide():
     return X, y, y_true
 
 
-SMALL = dict(FAST, input_noise=0.0)
+RAW = dict(FAST, sparse_components=None)  # f's first layer on the sparse columns (no LSA reduction)
+SMALL = dict(RAW, input_noise=0.0)
 
 
 def test_sparse_and_dense_input_fit_the_same_model(wide):
@@ -85,7 +87,7 @@ def test_one_training_step_on_sparse_rows_equals_the_dense_step():
 
 def test_csr_csc_and_coo_give_the_same_model(wide):
     X, y, _ = wide
-    fits = [DeepSegmentationClassifier(random_state=0, **FAST).fit(fmt(X), y)
+    fits = [DeepSegmentationClassifier(random_state=0, **RAW).fit(fmt(X), y)
             for fmt in (sp.csr_matrix, sp.csc_matrix, sp.coo_matrix, sp.csr_array)]
     for other in fits[1:]:
         np.testing.assert_array_equal(other.predict_proba(X), fits[0].predict_proba(X))
@@ -108,7 +110,7 @@ def test_sparse_non_finite_input_is_refused(wide, value, match):
 def test_predict_proba_and_transform_take_sparse_input(wide):
     X, y, _ = wide
     for fit_on in (X, X.toarray()):  # fitted on sparse (transposed first layer) or dense (nn.Linear)
-        clf = DeepSegmentationClassifier(random_state=0, **FAST).fit(fit_on, y)
+        clf = DeepSegmentationClassifier(random_state=0, **RAW).fit(fit_on, y)
         for rows in (X, X.tocsc(), X.tocoo(), sp.csr_array(X)):
             np.testing.assert_allclose(clf.predict_proba(rows), clf.predict_proba(X.toarray()), atol=1e-5)
             np.testing.assert_allclose(clf.transform(rows), clf.transform(X.toarray()), atol=1e-5)
@@ -117,8 +119,10 @@ def test_predict_proba_and_transform_take_sparse_input(wide):
         assert clf.predict(X[:7]).shape == (7,)
 
 
-def test_fit_never_densifies_the_matrix(wide, monkeypatch):
-    """Any toarray()/todense() of more rows than a mini-batch (or a scoring chunk of it) fails."""
+@pytest.mark.parametrize("reduced", [False, True])
+def test_fit_never_densifies_the_matrix(wide, monkeypatch, reduced):
+    """Any toarray()/todense() of more rows than a mini-batch (or a scoring chunk of it) fails,
+    on f's sparse first layer and through the LSA reduction alike."""
     X, y, _ = wide
     limit = 256  # the largest training batch (unlabeled_batch_size); scoring chunks use no toarray
     calls = []
@@ -132,7 +136,8 @@ def test_fit_never_densifies_the_matrix(wide, monkeypatch):
                 return _original(self, *args, **kwargs)
 
             monkeypatch.setattr(cls, name, watched)
-    clf = DeepSegmentationClassifier(random_state=0, **FAST).fit(X, y)
+    clf = DeepSegmentationClassifier(random_state=0, **dict(RAW, sparse_components=16 if reduced else None)).fit(X, y)
+    assert (clf.reduction_ is not None) == reduced
     clf.predict_proba(X)
     clf.transform(X)
     assert all(shape[0] <= limit for shape in calls)
@@ -154,7 +159,7 @@ def test_wide_fit_stays_far_below_the_dense_matrix_in_memory():
     tracemalloc.start()
     try:
         DeepSegmentationClassifier(random_state=0, supervised_epochs=2, n_iter=1, unlabeled_epochs=1,
-                                   labeled_epochs=1, safeguard="none").fit(X, y)
+                                   labeled_epochs=1, safeguard="none", sparse_components=None).fit(X, y)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -214,3 +219,46 @@ def test_train_epochs_with_noise_and_mixup_runs_on_sparse_rows():
                           kl_loss, epochs=2, mixup_alpha=2.0, input_noise=0.2)
     assert len(losses) == 2 and np.all(np.isfinite(losses))
     assert not torch.equal(before, net.f.dense1.weight)
+
+
+def test_wide_sparse_input_is_reduced_by_lsa(wide):
+    """More columns (and rows) than `sparse_components`: f sees the reduction, fitted on every row."""
+    X, y, y_true = wide
+    clf = DeepSegmentationClassifier(random_state=0, **dict(FAST, sparse_components=16)).fit(X, y)
+    red = clf.reduction_
+    assert red.components.shape == (16, 300) and clf.n_features_in_ == 300
+    assert clf.model_.supervised.f.dense1.in_features == 16
+    assert not isinstance(clf.model_.supervised.f.dense1, TransposedLinear)
+    Z = red.transform(X)
+    np.testing.assert_allclose(Z.mean(axis=0), 0, atol=1e-5)  # centred on the fit's rows
+    assert Z.var(axis=0).mean() == pytest.approx(1.0, rel=1e-4)  # one common scale
+    np.testing.assert_allclose(np.linalg.norm(Z * red.scale + red.mean, axis=1), 1, atol=1e-5)  # rows L2-normalised
+    for rows in (X.tocsc(), sp.csr_array(X), X.toarray()):
+        np.testing.assert_allclose(clf.predict_proba(rows), clf.predict_proba(X), atol=1e-5)
+        np.testing.assert_allclose(clf.transform(rows), clf.transform(X), atol=1e-5)
+    unl = y == -1
+    assert np.mean(clf.transduction_[unl] == y_true[unl]) > 0.9
+
+
+def test_the_reduction_depends_on_rows_only_and_is_seeded(wide):
+    X, _, _ = wide
+    a, b = SparseReduction.fit(X, 8, seed=1), SparseReduction.fit(X, 8, seed=1)
+    np.testing.assert_array_equal(a.components, b.components)
+    assert a.scale == b.scale
+    empty = sp.csr_matrix((1, 300), dtype=np.float32)
+    np.testing.assert_allclose(a.transform(empty)[0], -a.mean / a.scale)  # an empty row: no NaN
+
+
+def test_narrow_or_dense_input_is_not_reduced(wide):
+    X, y, _ = wide
+    narrow = DeepSegmentationClassifier(random_state=0, **dict(FAST, sparse_components=300)).fit(X, y)
+    assert narrow.reduction_ is None and isinstance(narrow.model_.supervised.f.dense1, TransposedLinear)
+    dense = DeepSegmentationClassifier(random_state=0, **dict(FAST, sparse_components=16)).fit(X.toarray(), y)
+    assert dense.reduction_ is None
+
+
+def test_sparse_components_is_validated(wide):
+    X, y, _ = wide
+    for bad in (0, -3, 2.5, "auto"):
+        with pytest.raises(ValueError, match="'sparse_components' parameter"):
+            DeepSegmentationClassifier(sparse_components=bad, **FAST).fit(X, y)
