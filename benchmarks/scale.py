@@ -389,7 +389,7 @@ def run_one(n_users: int, args) -> dict:
     scores = DATA / f"scores_{n_users}"
     with MemorySampler(jvm) as mem:
         t = time.perf_counter()
-        fraction = args.survey_size / n_users if args.survey_size else args.labeled
+        fraction = args.survey_size / n_users if args.survey_size else args.labelled
         gen = write_users(spark, table, n_users, seed=args.seed, labeled_fraction=fraction)
         res["features"] = {"seconds": time.perf_counter() - t, **gen}
         say("N=%d: features table written in %.1fs", n_users, res["features"]["seconds"])
@@ -677,7 +677,7 @@ features column.
 # Entry point
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--iterations", type=int, default=6)
@@ -714,7 +714,27 @@ def main(argv=None):
     parser.add_argument("--append", action="store_true",
                         help="add to the results already in --out (same N replaced) instead of starting over")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: one N, JSON to --out
-    args = parser.parse_args(argv)
+    return parser
+
+
+def child_command(n: int, args: argparse.Namespace, out: Path) -> list[str]:
+    """The command that measures one N in a fresh process (its settings are this run's)."""
+    cmd = [sys.executable, "-m", "benchmarks.scale", "--one", str(n), "--out", str(out),
+           "--iterations", str(args.iterations), "--tsvm-sample", str(args.tsvm_sample),
+           "--labelled", str(args.labelled), "--unlabeled-batch", str(args.unlabeled_batch),
+           "--unlabeled-epochs", str(args.unlabeled_epochs),
+           *(["--survey-size", str(args.survey_size)] if args.survey_size else []),
+           "--arrow-batch", str(args.arrow_batch), "--driver-memory", args.driver_memory,
+           "--master", args.master, "--seed", str(args.seed)]
+    cmd += ["--epoch-rows", str(args.epoch_rows)] if args.epoch_rows else []
+    cmd += ["--batch-rows", str(args.batch_rows)] if args.batch_rows else []
+    cmd += ["--keep-data"] if args.keep_data else []
+    cmd += ["--plain-daemon"] if args.plain_daemon else []
+    return cmd
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -761,16 +781,7 @@ def main(argv=None):
             compare_tsvm()  # before the long runs
         part = DATA / f"result_{n}.json"
         part.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "benchmarks.scale", "--one", str(n), "--out", str(part),
-               "--iterations", str(args.iterations), "--tsvm-sample", str(args.tsvm_sample),
-               "--labelled", str(args.labeled), "--unlabeled-batch", str(args.unlabeled_batch),
-               *(["--survey-size", str(args.survey_size)] if args.survey_size else []),
-               "--arrow-batch", str(args.arrow_batch), "--driver-memory", args.driver_memory,
-               "--master", args.master, "--seed", str(args.seed)]
-        cmd += ["--epoch-rows", str(args.epoch_rows)] if args.epoch_rows else []
-        cmd += ["--batch-rows", str(args.batch_rows)] if args.batch_rows else []
-        cmd += ["--keep-data"] if args.keep_data else []
-        cmd += ["--plain-daemon"] if args.plain_daemon else []
+        cmd = child_command(n, args, part)
         say("== N=%s: %s", f"{n:,}", " ".join(cmd[1:]))
         subprocess.run(cmd, check=True, cwd=ROOT)
         results.append(json.loads(part.read_text()))
