@@ -35,11 +35,13 @@ from pyspark.ml.util import (
 from sklearn.utils._param_validation import make_constraint
 
 from deepseg.core.loop import DeepSegConfig, DeepSegResult
+from deepseg.core.lsa import SparseReduction
 from deepseg.core.params import PARAMS
 from deepseg.core.params import Param as Spec
 from deepseg.locations import join
 from deepseg.spark.backend import DEFAULT_BATCH_ROWS, train_on_spark
-from deepseg.spark.persistence import load_model, save_model
+from deepseg.spark.lsa import LSA_FEATURES, fit_reduction, reduction_arrays, reduction_from_arrays, with_reduction
+from deepseg.spark.persistence import load_model, read_arrays, save_model, write_arrays
 from deepseg.spark.scoring import score_dataframe
 
 __all__ = ["DeepSegmentation", "DeepSegmentationModel"]
@@ -71,10 +73,14 @@ class _DeepSegmentationParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, Has
                          "(array<float>); not set: no embedding column", typeConverter=TypeConverters.toString)
     batchRows = Param(Params._dummy(), "batchRows", "users per bucket streamed to the driver while "
                       "retraining (bounds driver memory)", typeConverter=TypeConverters.toInt)
+    sparseComponents = Param(Params._dummy(), "sparseComponents", "a Vector column wider than this, its "
+                             "rows mostly stored sparse, is reduced to this many dimensions before f (truncated SVD "
+                             "of a sample of rows, L2-normalised, centred, one scale: deepseg.spark.lsa); "
+                             "0: the vectors are read as dense arrays", typeConverter=TypeConverters.toInt)
 
     def __init__(self, *args):
         super().__init__(*args)
-        self._setDefault(seed=0, batchRows=DEFAULT_BATCH_ROWS,
+        self._setDefault(seed=0, batchRows=DEFAULT_BATCH_ROWS, sparseComponents=256,
                          **{p.spark_name: _spark_value(p.default) for p in PARAMS})
 
     def _set(self, **kwargs):
@@ -88,6 +94,8 @@ class _DeepSegmentationParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, Has
         owner = type(self).__name__
         if name == "batchRows" and value is not None and value < 1:
             raise ValueError(f"Param 'batchRows' of {owner} must be >= 1; got {value!r}")
+        if name == "sparseComponents" and value is not None and value < 0:
+            raise ValueError(f"Param 'sparseComponents' of {owner} must be >= 0; got {value!r}")
         if name == "l2" and value is not None and len(value) != 3:
             raise ValueError(f"Param 'l2' of {owner} must have 3 values; got {value!r}")
         if name not in _SPEC:
@@ -134,7 +142,7 @@ def _add_accessors(cls, names):
         setattr(cls, setter.__name__, setter)
 
 
-_ALGORITHM_PARAMS = [p.spark_name for p in PARAMS] + ["batchRows"]
+_ALGORITHM_PARAMS = [p.spark_name for p in PARAMS] + ["batchRows", "sparseComponents"]
 _COLUMN_PARAMS = ["featuresCol", "labelCol", "predictionCol", "probabilityCol", "embeddingCol", "seed"]
 _add_accessors(_DeepSegmentationParams, _ALGORITHM_PARAMS + _COLUMN_PARAMS)
 
@@ -153,7 +161,8 @@ class DeepSegmentation(Estimator, _DeepSegmentationParams, DefaultParamsReadable
 
     Rows with a class index in `labelCol` are the labelled users (collected to the driver);
     rows with a null label are the unlabelled users, which stay distributed. `featuresCol` is
-    array<float>, array<double> or a Vector.
+    array<float>, array<double> or a Vector; sparse Vectors wider than `sparseComponents` are
+    reduced first (:mod:`deepseg.spark.lsa`), as the scikit-learn estimator reduces scipy.sparse.
 
     >>> from pyspark.ml import Pipeline, PipelineModel
     >>> from pyspark.ml.feature import VectorAssembler
@@ -187,11 +196,15 @@ class DeepSegmentation(Estimator, _DeepSegmentationParams, DefaultParamsReadable
 
     def _fit(self, dataset) -> "DeepSegmentationModel":
         config = self.toConfig()
-        _check_dataset(dataset, self.getFeaturesCol(), self.getLabelCol(), type(self).__name__)
-        result = train_on_spark(
-            dataset, features_col=self.getFeaturesCol(), label_col=self.getLabelCol(), config=config,
-            seed=int(self.getSeed()) % 2**32, batch_rows=self.getOrDefault(self.batchRows))
-        return self._copyValues(DeepSegmentationModel(result, config=config))
+        features, seed = self.getFeaturesCol(), int(self.getSeed()) % 2**32
+        _check_dataset(dataset, features, self.getLabelCol(), type(self).__name__)
+        k = self.getOrDefault(self.sparseComponents)
+        reduction = fit_reduction(dataset, features, k, seed) if k else None
+        if reduction is not None:
+            dataset, features = with_reduction(dataset, features, reduction), LSA_FEATURES
+        result = train_on_spark(dataset, features_col=features, label_col=self.getLabelCol(), config=config,
+                                seed=seed, batch_rows=self.getOrDefault(self.batchRows))
+        return self._copyValues(DeepSegmentationModel(result, config=config, reduction=reduction))
 
 
 def _check_dataset(dataset, features_col: str, label_col: str, owner: str) -> None:
@@ -229,9 +242,10 @@ class DeepSegmentationModel(Model, _DeepSegmentationParams, MLReadable, MLWritab
     """A fitted Deep Segmentation model: `transform` appends `probabilityCol` (array<float>, the
     EMA propensities), `predictionCol` (int, the segment) and, if set, `embeddingCol`."""
 
-    def __init__(self, result: DeepSegResult | None = None, config: DeepSegConfig | None = None):
+    def __init__(self, result: DeepSegResult | None = None, config: DeepSegConfig | None = None,
+                 reduction: SparseReduction | None = None):
         super().__init__()
-        self._result, self._config = result, config
+        self._result, self._config, self.reduction = result, config, reduction
 
     @property
     def result(self) -> DeepSegResult:
@@ -246,6 +260,9 @@ class DeepSegmentationModel(Model, _DeepSegmentationParams, MLReadable, MLWritab
 
     @property
     def numFeatures(self) -> int:
+        """The width of the features the model reads (a sparse Vector's size, before its reduction)."""
+        if self.reduction is not None:
+            return self.reduction.components.shape[1]
         return self.result.supervised.f.dense1.in_features
 
     @property
@@ -255,9 +272,12 @@ class DeepSegmentationModel(Model, _DeepSegmentationParams, MLReadable, MLWritab
     def _transform(self, dataset):
         self._validate_params()
         embedding = self.getEmbeddingCol() if self.isDefined(self.embeddingCol) else None
-        return score_dataframe(dataset, self.result, self.getFeaturesCol(),
-                               probability_col=self.getProbabilityCol(),
-                               prediction_col=self.getPredictionCol(), embedding_col=embedding or None)
+        features = self.getFeaturesCol()
+        if self.reduction is not None:
+            dataset, features = with_reduction(dataset, features, self.reduction), LSA_FEATURES
+        scored = score_dataframe(dataset, self.result, features, probability_col=self.getProbabilityCol(),
+                                 prediction_col=self.getPredictionCol(), embedding_col=embedding or None)
+        return scored.drop(LSA_FEATURES)
 
     def write(self) -> MLWriter:
         return _ModelWriter(self)
@@ -272,6 +292,7 @@ class DeepSegmentationModel(Model, _DeepSegmentationParams, MLReadable, MLWritab
 
 
 _ARTEFACTS = "model"
+_LSA_FILE = "lsa.npz"
 
 
 def _artefacts(sc, path: str) -> str:
@@ -290,8 +311,11 @@ class _ModelWriter(MLWriter):
 
     def saveImpl(self, path: str) -> None:
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sc)
-        save_model(self.instance.result, _artefacts(self.sc, path),
-                   metadata={"uid": self.instance.uid}, config=self.instance._config,
+        artefacts, metadata = _artefacts(self.sc, path), {"uid": self.instance.uid}
+        if self.instance.reduction is not None:  # before save_model, which writes its JSON last
+            write_arrays(join(artefacts, _LSA_FILE), reduction_arrays(self.instance.reduction))
+            metadata["lsa"] = _LSA_FILE
+        save_model(self.instance.result, artefacts, metadata=metadata, config=self.instance._config,
                    overwrite=self.shouldOverwrite)
 
 
@@ -302,8 +326,11 @@ class _ModelReader(MLReader):
 
     def load(self, path: str) -> DeepSegmentationModel:
         metadata = DefaultParamsReader.loadMetadata(path, self.sc)
-        result, _ = load_model(_artefacts(self.sc, path))
-        model = self.cls(result, config=result.config)
+        artefacts = _artefacts(self.sc, path)
+        result, saved = load_model(artefacts)
+        reduction = (reduction_from_arrays(read_arrays(join(artefacts, saved["lsa"]))) if saved.get("lsa")
+                     else None)
+        model = self.cls(result, config=result.config, reduction=reduction)
         model._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(model, metadata)
         return model

@@ -122,15 +122,20 @@ def save_model(model: DeepSegResult, path: str | os.PathLike, metadata: dict | N
         "metadata": jsonable(metadata or {}),
     }
     storage.remove_tree(join(directory, MODEL_FILE))
-    weights = io.BytesIO()
-    np.savez(weights, **arrays)
-    storage.write_bytes(join(directory, WEIGHTS_FILE), weights.getvalue())
+    write_arrays(join(directory, WEIGHTS_FILE), arrays)
     storage.write_text(join(directory, MODEL_FILE), json.dumps(document, indent=1, allow_nan=True))
     return directory
 
 
-def _load_weights(path: str) -> dict[str, np.ndarray]:
-    """The arrays of ``networks.npz``: plain numeric arrays only, never unpickled.
+def write_arrays(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """Numeric arrays as one ``.npz`` file at `path` (local or a URI)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    storage.write_bytes(path, buffer.getvalue())
+
+
+def read_arrays(path: str) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file (``networks.npz``): plain numeric arrays only, never unpickled.
 
     ``allow_pickle=False`` makes numpy refuse a pickle file and object arrays (whose loading
     would run code); anything else that is not a numeric array is refused too.
@@ -168,7 +173,7 @@ def load_model(path: str | os.PathLike) -> tuple[SavedModel, dict]:
 
     n_features, n_classes = int(document["n_features"]), int(document["n_classes"])
     net_config = config_from_dict({"net": document["net_config"]}).net
-    arrays = _load_weights(join(directory, WEIGHTS_FILE))
+    arrays = read_arrays(join(directory, WEIGHTS_FILE))
 
     def network(name: str) -> SegmentationNet:
         prefix = name + "/"

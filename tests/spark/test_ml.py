@@ -98,6 +98,7 @@ def test_estimator_save_load_keeps_params(tmp_path):
     ("l2", [1e-3], ValueError), ("emaDecay", 1.0, ValueError), ("tsvmSampleSize", 0, ValueError),
     ("batchRows", 0, ValueError), ("learningRate", "fast", TypeError), ("inputNoise", "loud", TypeError),
     ("inputNoise", -0.1, ValueError), ("unlabeledEpochs", "many", TypeError), ("unlabeledEpochs", -1, ValueError),
+    ("sparseComponents", -1, ValueError),
 ])
 def test_bad_param_values_raise_errors_naming_the_param(param, value, error):
     from deepseg.spark.ml import DeepSegmentation
@@ -205,3 +206,87 @@ def test_load_refuses_pickled_artefacts_without_running_them(pipeline_model, tmp
     with pytest.raises(ValueError, match="refusing .*Object arrays cannot be loaded"):
         load_model(path)
     assert not marker.exists()
+
+
+@pytest.fixture(scope="module")
+def sparse_users(spark):
+    """600 users, 300-wide sparse Vectors (~5% non-zero; a block of columns per segment), 3
+    segments, 8 labelled users each: tests/core/test_sparse.py's `wide` rows."""
+    import scipy.sparse as sp
+    from pyspark.ml.linalg import Vectors
+
+    rng = np.random.default_rng(0)
+    n, d, c = 600, 300, 3
+    y_true = rng.integers(0, c, n)
+    X = sp.random(n, d, density=0.03, random_state=1, format="lil", dtype=np.float32)
+    for k in range(c):
+        rows = np.flatnonzero(y_true == k)
+        for r, cs in zip(rows, rng.integers(k * 100, k * 100 + 100, size=(len(rows), 6))):
+            X[r, cs] = rng.exponential(1.0, size=len(cs)) + 0.5
+    X = X.tocsr()
+    labeled = np.zeros(n, bool)
+    for k in range(c):
+        labeled[np.flatnonzero(y_true == k)[:8]] = True
+    rows = [(i, Vectors.sparse(d, X[i].indices.tolist(), X[i].data.astype(float).tolist()),
+             float(y_true[i]) if labeled[i] else None, int(y_true[i])) for i in range(n)]
+    return spark.createDataFrame(rows, ["id", "features", "label", "truth"]).repartition(3)
+
+
+def test_sparse_vectors_are_reduced_and_scored_without_densifying(sparse_users, tmp_path):
+    from deepseg.spark.ml import DeepSegmentation, DeepSegmentationModel
+
+    model = DeepSegmentation(seed=0, sparseComponents=16, **FAST).fit(sparse_users)
+    assert model.reduction is not None and model.reduction.components.shape == (16, 300)
+    assert model.numFeatures == 300 and model.result.supervised.f.dense1.in_features == 16
+    out = model.transform(sparse_users)
+    assert out.columns == sparse_users.columns + ["probability", "prediction"]  # the reduced column is dropped
+    rows = out.orderBy("id").select("id", "features", "probability", "prediction", "label", "truth").collect()
+    assert rows[0]["features"].size == 300  # the input column as it came
+    unlabeled = [r for r in rows if r["label"] is None]
+    assert np.mean([r["prediction"] == r["truth"] for r in unlabeled]) > 0.85
+
+    model.write().overwrite().save(str(tmp_path / "m"))
+    loaded = DeepSegmentationModel.load(str(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.reduction.components, model.reduction.components)
+    again = loaded.transform(sparse_users).orderBy("id").select("probability").collect()
+    assert [r["probability"] for r in again] == [r["probability"] for r in rows]
+
+
+def test_sparse_components_zero_reads_sparse_vectors_as_dense_arrays(sparse_users):
+    from deepseg.spark.ml import DeepSegmentation
+
+    model = DeepSegmentation(seed=0, sparseComponents=0, **dict(FAST, numIter=1)).fit(sparse_users)
+    assert model.reduction is None and model.numFeatures == 300
+    assert model.transform(sparse_users).count() == 600
+
+
+def test_arrow_csr_reads_sparse_and_dense_vector_rows():
+    """Spark's Arrow form of a Vector column (struct<type, size, indices, values>), sliced."""
+    import pyarrow as pa
+
+    from deepseg.spark.lsa import arrow_csr
+
+    struct = pa.struct([("type", pa.int8()), ("size", pa.int32()), ("indices", pa.list_(pa.int32())),
+                        ("values", pa.list_(pa.float64()))])
+    column = pa.array([
+        {"type": 0, "size": 4, "indices": [0], "values": [9.0]},  # sliced off below
+        {"type": 0, "size": 4, "indices": [1, 3], "values": [1.0, 2.0]},
+        {"type": 1, "size": None, "indices": None, "values": [5.0, 0.0, 6.0, 7.0]},
+        {"type": 0, "size": 4, "indices": [], "values": []},
+    ], struct)[1:]
+    X = arrow_csr(column, 4)
+    np.testing.assert_array_equal(X.toarray(), [[0, 1, 0, 2], [5, 0, 6, 7], [0, 0, 0, 0]])
+    with pytest.raises(ValueError, match="size 4; expected 5"):
+        arrow_csr(column, 5, "features")
+
+
+def test_only_wide_vectors_mostly_stored_sparse_are_reduced(spark, sparse_users):
+    from pyspark.ml.functions import array_to_vector, vector_to_array
+
+    from deepseg.spark.lsa import fit_reduction
+
+    assert fit_reduction(sparse_users, "features", 16, seed=0).components.shape == (16, 300)
+    assert fit_reduction(sparse_users, "features", 300, seed=0) is None  # not wider
+    dense = sparse_users.withColumn("features", array_to_vector(vector_to_array("features")))
+    assert fit_reduction(dense, "features", 16, seed=0) is None  # stored dense: read as arrays
+    assert fit_reduction(sparse_users, "id", 16, seed=0) is None  # not a Vector column
