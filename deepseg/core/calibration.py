@@ -1,42 +1,39 @@
-"""Calibrated answers: the network's probabilities scaled by a temperature fitted out of fold, and
-moved between segments only where the labelled users give a reason to.
+"""Calibrated answers: the network's probabilities scaled by a temperature and moved by a per-class
+bias, both fitted out of fold, then shifted to the class prior of the unlabelled users.
 
 A network trained on a few labelled users fits them exactly; its probabilities on everyone else are
-over-confident. Out-of-fold probabilities of the labelled users measure how confident it should
-be: τ ≤ 1 scales its log-probabilities to minimise their log-loss. Two further moves change users'
-segments:
+over-confident, and its boundary sits halfway between the few users of each segment whatever the
+segment's share (17 and 3 labelled users: the small segment takes a third of the users). Out-of-fold
+probabilities of the labelled users measure both: τ ≤ 1 and a bias b per segment minimise their
+log-loss (bias-corrected temperature scaling, Alexandari, Kundaje & Shrikumar, ICML 2020; b under a
+N(0, 1) prior, which keeps it finite where the folds separate the labelled users). b moves users
+between segments only as far as the held-out labelled users ask: a boundary that calls the small
+segment too often out of fold is moved back; one the folds confirm stays. The answer is then shifted
+from the labelled shares π_l to the class prior π of the unlabelled users (the Bayes adjustment of
+Saerens, Latinne & Decaestecker, Neural Computation 2002: a fixed number per segment of an
+imbalanced population):
 
-- *anchoring*: the evidence is scaled against the labelled shares π_l, so that the prior weighs in
-  as the evidence weakens. A boundary fitted to a handful of users of a segment sits halfway
-  between them whatever the segment's share (17 and 3 labelled users: the small segment takes a
-  third of the users);
-- *the prior shift*: the Bayes adjustment of Saerens, Latinne & Decaestecker (Neural Computation
-  2002) from π_l to the class prior π of the unlabelled users (a fixed number per segment of an
-  imbalanced population).
-
-    anchored:  p̃(k | x) ∝ exp(τ · (log p(k | x) - log π_l,k) + log π_k)
-    otherwise: p̃(k | x) ∝ exp(τ · log p(k | x) + log π_k - log π_l,k)
+    p̃(k | x) ∝ exp(τ · log p(k | x) + b_k + log π_k - log π_l,k)
 
 With few labelled users (`few_labels`: some segment has at most AUTO_LABELS_PER_CLASS, the boundary
-of the other "auto" rules) both moves are made: that bias is expected, and no test on so few users
-could show it. Above, each move needs evidence, a χ² test at EVIDENCE_ALPHA: anchoring where the
-out-of-fold segment counts contradict the labelled counts (`bias_pvalue`), the shift where the
-labelled shares contradict the estimated prior (:func:`deepseg.core.prior.label_shift_pvalue`).
-Otherwise temperature scaling alone changes no user's segment (Guo et al. 2017). On synthetic users
-surveyed at random (26+ labelled users per segment) making both moves regardless cost 0.2-1.3 points
-against the uncalibrated answer in 9 of 10 seeds (docs/tuning-log.md). τ is at most 1: a few
-labelled users that the folds happen to separate perfectly would otherwise push it to its bound
-and every propensity to 0 or 1. Only labelled users are read. Models saved before format version 3
-load anchored.
+of the other "auto" rules) π is the estimated prior: no test on so few users could show a shift.
+Above, π is the estimate only where the labelled shares contradict it (a χ² test at EVIDENCE_ALPHA,
+:func:`deepseg.core.prior.label_shift_pvalue`), else π_l. τ is at most 1: a few labelled users that
+the folds happen to separate perfectly would otherwise push it to its bound and every propensity to
+0 or 1. Only labelled users are read.
+
+Models saved before format version 4 have no bias; those of version 2 have the *anchored* form
+p̃ ∝ exp(τ · (log p - log π_l) + log π), which the version-3 rules used with few labelled users or
+where a χ² test of the out-of-fold segment counts rejected the labelled ones (docs/tuning-log.md).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_softmax, softmax
-from scipy.stats import chisquare
+from scipy.stats import chi2
 
 from deepseg.core.train import AUTO_LABELS_PER_CLASS
 
@@ -45,6 +42,9 @@ LOG_TAU_BOUNDS = (-5.0, 3.0)
 
 #: The answer's τ is at most 1 (see the module doc).
 MAX_ANSWER_LOG_TAU = 0.0
+
+#: σ of the Gaussian prior on the per-class bias of :func:`fit_temperature_and_bias` (log-odds).
+BIAS_PRIOR_STD = 1.0
 
 #: Level of the χ² tests that let the calibration move users between segments (module doc).
 EVIDENCE_ALPHA = 0.05
@@ -67,60 +67,110 @@ def fit_temperature(P_oof: np.ndarray, y: np.ndarray, train_prior: np.ndarray,
     return float(np.exp(minimize_scalar(loss, bounds=(LOG_TAU_BOUNDS[0], max_log_tau), method="bounded").x))
 
 
+def fit_temperature_and_bias(P_oof: np.ndarray, y: np.ndarray, max_log_tau: float = MAX_ANSWER_LOG_TAU,
+                             bias_std: float = BIAS_PRIOR_STD) -> tuple[float, np.ndarray]:
+    """(τ ≤ e^max_log_tau, b) minimising the log-loss of softmax(τ·log P_oof + b) on the labels `y`
+    plus Σ_k b_k² / (2·n·σ²): bias-corrected temperature scaling (Alexandari, Kundaje & Shrikumar,
+    ICML 2020), its per-class bias b the MAP estimate under b_k ~ N(0, σ²), which keeps it finite
+    when the folds separate the labelled users. b sums to 0."""
+    L, y = _log(P_oof), np.asarray(y, dtype=np.int64)
+    n, c = L.shape
+    onehot = np.eye(c)[y]
+    penalty = 1.0 / (n * bias_std ** 2)
+
+    def loss(theta):
+        tau, b = np.exp(theta[0]), theta[1:]
+        Z = tau * L + b
+        G = (softmax(Z, axis=1) - onehot) / n
+        value = -log_softmax(Z, axis=1)[np.arange(n), y].mean() + 0.5 * penalty * (b @ b)
+        return value, np.r_[tau * np.sum(G * L), G.sum(axis=0) + penalty * b]
+
+    bounds = [(LOG_TAU_BOUNDS[0], max_log_tau)] + [(None, None)] * c
+    theta = minimize(loss, np.zeros(c + 1), jac=True, method="L-BFGS-B", bounds=bounds).x
+    return float(np.exp(theta[0])), theta[1:] - theta[1:].mean()
+
+
 def few_labels(y: np.ndarray, n_classes: int) -> bool:
     """Whether some segment has at most AUTO_LABELS_PER_CLASS labelled users (see the module doc)."""
     counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes)[:n_classes]
     return bool(counts.min() <= AUTO_LABELS_PER_CLASS)
 
 
-def bias_pvalue(P_oof: np.ndarray, y: np.ndarray) -> float:
-    """p-value of the χ² test of the out-of-fold segment counts (argmax of `P_oof`) against the
-    labelled counts of `y`: small when the network calls some segment far more or less often than
-    the labelled users have it (0 when it calls a segment that no labelled user has)."""
-    n_classes = np.shape(P_oof)[1]
-    true = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes)[:n_classes]
-    called = np.bincount(np.asarray(P_oof).argmax(axis=1), minlength=n_classes)[:n_classes]
-    present = true > 0
-    if called[~present].sum() > 0:
-        return 0.0
-    if present.sum() < 2:
-        return 1.0
-    return float(chisquare(called[present], true[present]).pvalue)
-
-
 @dataclass(frozen=True)
 class OutputCalibration:
-    """p ↦ softmax(τ·(log p - log π_l) + log π) if anchored, else softmax(τ·log p + log π - log π_l):
-    see the module doc."""
+    """p ↦ softmax(τ·log p + b + log π - log π_l); models saved before format version 4 have no bias b
+    and an `anchored` form, softmax(τ·(log p - log π_l) + log π) (see the module doc)."""
 
     temperature: float
     train_prior: tuple[float, ...]  # π_l: the labelled shares
     prior: tuple[float, ...]  # π: the class prior of the unlabelled users
-    anchored: bool = False  # see the module doc; models saved before format version 3 are anchored
+    anchored: bool = False  # format versions 2-3 only; see the module doc
+    bias: tuple[float, ...] = ()  # b, one per class (format version 4); () is 0
 
     @classmethod
     def fit(cls, P_oof: np.ndarray, y: np.ndarray, train_prior, prior, anchored: bool) -> "OutputCalibration":
-        """τ fitted on the out-of-fold `P_oof` of the labelled users `y` in the chosen form."""
+        """τ fitted on the out-of-fold `P_oof` of the labelled users `y` in the chosen form (no bias)."""
         anchor = train_prior if anchored else np.full(np.shape(P_oof)[1], 1.0 / np.shape(P_oof)[1])
         return cls(fit_temperature(P_oof, y, anchor, MAX_ANSWER_LOG_TAU), tuple(map(float, train_prior)),
                    tuple(map(float, prior)), bool(anchored))
 
+    @classmethod
+    def fit_bias(cls, P_oof: np.ndarray, y: np.ndarray, train_prior, prior) -> "OutputCalibration":
+        """τ ≤ 1 and the bias b fitted on the out-of-fold `P_oof` of the labelled users `y`
+        (:func:`fit_temperature_and_bias`); the answer is then shifted from `train_prior` to `prior`."""
+        tau, bias = fit_temperature_and_bias(P_oof, y)
+        return cls(tau, tuple(map(float, train_prior)), tuple(map(float, prior)), False, tuple(map(float, bias)))
+
     def __call__(self, P: np.ndarray) -> np.ndarray:
+        return softmax(self.logits(P), axis=1).astype(np.asarray(P).dtype, copy=False)
+
+    def logits(self, P: np.ndarray) -> np.ndarray:
+        """The calibrated log-probabilities of `P`, up to a constant per row."""
         log_train = _log(self.train_prior)
         if self.anchored:
             logits = self.temperature * (_log(P) - log_train) + _log(self.prior)
         else:
             logits = self.temperature * _log(P) + _log(self.prior) - log_train
-        return softmax(logits, axis=1).astype(np.asarray(P).dtype, copy=False)
+        return logits + np.asarray(self.bias) if self.bias else logits
 
     def to_dict(self) -> dict:
         return {"temperature": self.temperature, "train_prior": list(self.train_prior), "prior": list(self.prior),
-                "anchored": self.anchored}
+                "anchored": self.anchored, "bias": list(self.bias)}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "OutputCalibration | None":
-        """From :meth:`to_dict`; a dict without "anchored" (format version 2) has the anchored form."""
+        """From :meth:`to_dict`; a dict without "anchored" (format version 2) has the anchored form,
+        one without "bias" (versions 2-3) no bias."""
         if data is None:
             return None
         return cls(float(data["temperature"]), tuple(map(float, data["train_prior"])),
-                   tuple(map(float, data["prior"])), bool(data.get("anchored", True)))
+                   tuple(map(float, data["prior"])), bool(data.get("anchored", True)),
+                   tuple(map(float, data.get("bias", ()))))
+
+
+def bias_lr_pvalue(P_oof: np.ndarray, y: np.ndarray, plain: OutputCalibration, biased: OutputCalibration) -> float:
+    """p-value of the likelihood-ratio test of the bias: the out-of-fold log-likelihood of the labelled
+    users `y` under `biased` (τ and b) against `plain` (τ alone), both before any prior shift;
+    χ² with c - 1 degrees of freedom (b sums to 0)."""
+    y = np.asarray(y, dtype=np.int64)
+
+    def log_likelihood(cal: OutputCalibration) -> float:
+        logits = replace(cal, prior=cal.train_prior).logits(P_oof)
+        return float(log_softmax(logits, axis=1)[np.arange(len(y)), y].sum())
+
+    stat = 2.0 * (log_likelihood(biased) - log_likelihood(plain))
+    return float(chi2.sf(max(stat, 0.0), np.shape(P_oof)[1] - 1))
+
+
+def fit_answer_calibration(P_oof: np.ndarray, y: np.ndarray, train_prior, prior, few: bool
+                           ) -> tuple[OutputCalibration, dict]:
+    """The answer's calibration from the out-of-fold `P_oof` of the labelled users `y` (module doc)
+    and its history record: with `few` labelled users anchored at `train_prior`; otherwise τ alone,
+    or τ and the bias b where the likelihood-ratio test rejects τ alone at EVIDENCE_ALPHA. The answer
+    is shifted from `train_prior` to `prior` either way."""
+    if few:
+        return OutputCalibration.fit(P_oof, y, train_prior, prior, anchored=True), {"calibration_rule": "few labels"}
+    plain = OutputCalibration.fit(P_oof, y, train_prior, prior, anchored=False)
+    biased = OutputCalibration.fit_bias(P_oof, y, train_prior, prior)
+    p = bias_lr_pvalue(P_oof, y, plain, biased)
+    return (biased if p < EVIDENCE_ALPHA else plain), {"calibration_rule": "evidence", "calibration_bias_p": p}

@@ -25,7 +25,7 @@ from deepseg.core.checkpoint import Checkpoint, CheckpointHook, RunState, run_fi
 from deepseg.core.embed import NetConfig, SegmentationNet, smooth_labels
 from deepseg.core.ovr import OvRTSVM, fit_ovr_tsvm
 from deepseg.core.params import PARAMS, default, section_defaults
-from deepseg.core.calibration import EVIDENCE_ALPHA, OutputCalibration, bias_pvalue, few_labels
+from deepseg.core.calibration import OutputCalibration, few_labels, fit_answer_calibration
 from deepseg.core.prior import (answer_prior, auto_class_prior, check_class_prior, floor_prior, labeled_shares,
                                 resolve_class_prior)
 from deepseg.core.pseudo import EMAEnsemble, PseudoLabeler, balancing_weights, frozen_copy
@@ -345,18 +345,16 @@ class _Safeguard:
             return None, {"calibration": "skipped: " + TOO_FEW}
         P_oof = self._oof if kept_start else self._deepseg_out_of_fold(prior)
         few = few_labels(self.y_l, self.n_classes)
-        bias_p = bias_pvalue(P_oof, self.y_l)
         shifted = prior if few else answer_prior(self.config.class_prior, prior, self.prior_record, self.y_l,
                                                  self.n_classes)
-        calibration = OutputCalibration.fit(P_oof, self.y_l, floor_prior(labeled_shares(self.y_l, self.n_classes)),
-                                            shifted, anchored=few or bias_p < EVIDENCE_ALPHA)
-        log.info("calibration: temperature %.3g%s, answer's class prior %s", calibration.temperature,
-                 " anchored at the labelled shares" + (" (few labelled users)" if few else
-                                                       f" (out-of-fold segment counts off them: p = {bias_p:.3g})")
-                 if calibration.anchored else "", np.round(shifted, 3).tolist())
-        return calibration, {"calibration_temperature": calibration.temperature,
-                             "calibration_rule": "few labels" if few else "evidence",
-                             "calibration_anchored": calibration.anchored, "calibration_bias_p": bias_p,
+        calibration, record = fit_answer_calibration(
+            P_oof, self.y_l, floor_prior(labeled_shares(self.y_l, self.n_classes)), shifted, few)
+        log.info("calibration: temperature %.3g, %s, answer's class prior %s", calibration.temperature,
+                 "anchored at the labelled shares (few labelled users)" if calibration.anchored else
+                 f"bias {np.round(calibration.bias, 3).tolist() or 0} (likelihood-ratio p = "
+                 f"{record['calibration_bias_p']:.3g})", np.round(shifted, 3).tolist())
+        return calibration, {**record, "calibration_temperature": calibration.temperature,
+                             "calibration_anchored": calibration.anchored, "calibration_bias": list(calibration.bias),
                              "calibration_prior": list(calibration.prior), "calibration_s": self._seconds}
 
 

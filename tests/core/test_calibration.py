@@ -5,7 +5,8 @@ import pytest
 from scipy.special import softmax
 
 from deepseg import DeepSegmentationClassifier
-from deepseg.core.calibration import EVIDENCE_ALPHA, OutputCalibration, bias_pvalue, few_labels, fit_temperature
+from deepseg.core.calibration import (EVIDENCE_ALPHA, OutputCalibration, bias_lr_pvalue, few_labels,
+                                      fit_answer_calibration, fit_temperature, fit_temperature_and_bias)
 from deepseg.core.prior import floor_prior, labeled_shares
 from deepseg.spark.persistence import load_model, save_model
 
@@ -59,16 +60,62 @@ def test_the_anchored_form_of_format_version_2_moves_answers_to_the_labelled_sha
                                         "prior": [0.85, 0.15]}) == cal
 
 
-def test_a_boundary_biased_towards_a_small_segment_is_detected_from_the_labelled_users_alone():
-    """17 and 3 labelled users; out of fold the network calls 9 of them the small segment: biased.
-    Calling 4 is within chance; calling a segment no labelled user has is biased outright."""
-    y = np.array([0] * 17 + [1] * 3)
-    called = lambda n1: np.eye(2)[np.r_[np.zeros(20 - n1, int), np.ones(n1, int)]] * 0.8 + 0.1
-    assert bias_pvalue(called(9), y) < EVIDENCE_ALPHA
-    assert bias_pvalue(called(4), y) > 0.5
-    assert bias_pvalue(called(3), y) == pytest.approx(1.0)
-    assert bias_pvalue(np.eye(3)[[0] * 19 + [2]], y) == 0.0
-    assert bias_pvalue(called(5), np.zeros(20, int)) == 0.0 and bias_pvalue(called(0), np.zeros(20, int)) == 1.0
+def test_the_temperature_and_bias_are_recovered_from_many_labels():
+    """Labels drawn from softmax(0.5·log p + b): the fit finds τ ≈ 0.5 and b ≈ b (centred)."""
+    rng = np.random.default_rng(0)
+    P = softmax(3 * rng.normal(size=(20000, 3)), axis=1)
+    b = np.array([1.0, -0.5, -0.5])
+    y = np.array([rng.choice(3, p=q) for q in softmax(0.5 * np.log(P) + b, axis=1)])
+    tau, bias = fit_temperature_and_bias(P, y)
+    assert tau == pytest.approx(0.5, abs=0.03)
+    np.testing.assert_allclose(bias, b - b.mean(), atol=0.08)
+
+
+def _over_calling(n, rng):
+    """Out-of-fold probabilities of 85/15 labelled users whose boundary calls the small segment for
+    about a third of them (a boundary halfway between the few users of each segment)."""
+    y = (np.arange(n) >= 0.85 * n).astype(int)
+    score = rng.normal(0, 1, n) + 1.2 * y + 0.6
+    return softmax(np.c_[np.zeros(n), 2 * score - 2 * 0.6 - 0.3], axis=1), y
+
+
+def test_a_bias_shown_by_the_likelihood_ratio_test_moves_users_back_to_the_large_segment():
+    """200 labelled users that the out-of-fold boundary over-calls as the small segment: the test
+    rejects τ alone, and the answer calls the small segment less often (ranking unchanged)."""
+    P, y = _over_calling(200, np.random.default_rng(0))
+    pi = floor_prior(labeled_shares(y, 2))
+    cal, record = fit_answer_calibration(P, y, pi, pi, few=False)
+    assert record["calibration_bias_p"] < EVIDENCE_ALPHA and cal.bias and not cal.anchored
+    assert (cal(P).argmax(1) == 1).sum() < (P.argmax(1) == 1).sum()
+    np.testing.assert_array_equal(np.argsort(cal(P)[:, 1], kind="stable"), np.argsort(P[:, 1], kind="stable"))
+
+
+def test_without_evidence_of_a_bias_the_temperature_alone_changes_no_segment():
+    """Out-of-fold probabilities calibrated up to a temperature: the test keeps τ alone (no bias),
+    and no user changes segment."""
+    rng = np.random.default_rng(1)
+    logits = 2 * rng.normal(size=(300, 3))
+    y = np.array([rng.choice(3, p=q) for q in softmax(0.6 * logits, axis=1)])
+    P = softmax(logits, axis=1)
+    pi = floor_prior(labeled_shares(y, 3))
+    cal, record = fit_answer_calibration(P, y, pi, pi, few=False)
+    assert record["calibration_bias_p"] >= EVIDENCE_ALPHA and cal.bias == ()
+    assert cal.temperature == pytest.approx(fit_temperature(P, y, np.full(3, 1 / 3), 0.0))
+    np.testing.assert_array_equal(cal(P).argmax(1), P.argmax(1))
+
+
+def test_the_likelihood_ratio_statistic_is_never_negative():
+    P, y = _over_calling(60, np.random.default_rng(2))
+    pi = labeled_shares(y, 2)
+    plain = OutputCalibration.fit(P, y, pi, pi, anchored=False)
+    assert bias_lr_pvalue(P, y, plain, plain) == pytest.approx(1.0)
+
+
+def test_a_biased_calibration_survives_to_dict_and_from_dict():
+    cal = OutputCalibration(0.7, (0.8, 0.2), (0.9, 0.1), bias=(0.4, -0.4))
+    assert OutputCalibration.from_dict(cal.to_dict()) == cal
+    P = np.array([[0.5, 0.5]])
+    np.testing.assert_allclose(cal(P), softmax(np.log([[0.9 / 0.8, 0.1 / 0.2]]) + [0.4, -0.4], axis=1))
 
 
 def test_few_labels_is_some_segment_with_at_most_ten_labelled_users():
@@ -128,7 +175,9 @@ def test_the_fitted_answer_is_the_calibrated_ema_and_survives_save_and_load(moon
     assert cal.prior == tuple(last["calibration_prior"])
     few = last["calibration_rule"] == "few labels"
     assert few == few_labels(y[y >= 0], 2)
-    assert cal.anchored == last["calibration_anchored"] == (few or last["calibration_bias_p"] < EVIDENCE_ALPHA)
+    assert cal.anchored == last["calibration_anchored"] == few
+    assert bool(cal.bias) == (not few and last["calibration_bias_p"] < EVIDENCE_ALPHA)
+    assert list(cal.bias) == last["calibration_bias"]
     assert cal.train_prior == tuple(floor_prior(labeled_shares(y[y >= 0], 2)))
     assert "calibration_temperature" not in raw.history_[-1] and raw.model_.ensemble.calibration is None
     np.testing.assert_allclose(clf.predict_proba(X), cal(raw.predict_proba(X)), rtol=1e-5, atol=1e-6)
@@ -155,9 +204,9 @@ def test_a_format_version_2_model_loads_with_the_anchored_calibration(moons, tmp
     clf = DeepSegmentationClassifier(random_state=0, **SMALL).fit(X, y)
     save_model(clf.model_, tmp_path / "m")
     document = json.loads((tmp_path / "m" / MODEL_FILE).read_text())
-    assert document["format_version"] == 3 and "anchored" in document["ensemble"]["calibration"]
+    assert document["format_version"] == 4 and {"anchored", "bias"} <= set(document["ensemble"]["calibration"])
     document["format_version"] = 2
-    del document["ensemble"]["calibration"]["anchored"]
+    del document["ensemble"]["calibration"]["anchored"], document["ensemble"]["calibration"]["bias"]
     (tmp_path / "m" / MODEL_FILE).write_text(json.dumps(document))
     loaded, _ = load_model(tmp_path / "m")
     cal = clf.model_.ensemble.calibration
@@ -176,7 +225,7 @@ def test_a_format_version_1_model_loads_uncalibrated(moons, tmp_path):
     clf = DeepSegmentationClassifier(random_state=0, **SMALL).fit(X, y)
     save_model(clf.model_, tmp_path / "m")
     document = json.loads((tmp_path / "m" / MODEL_FILE).read_text())
-    assert document["format_version"] == 3 and document["ensemble"]["calibration"]["temperature"] > 0
+    assert document["format_version"] == 4 and document["ensemble"]["calibration"]["temperature"] > 0
     document["format_version"] = 1
     del document["ensemble"]["calibration"]
     (tmp_path / "m" / MODEL_FILE).write_text(json.dumps(document))
