@@ -87,6 +87,27 @@ def job_description(sc, description: str):
         sc.setLocalProperty("spark.job.description", previous)
 
 
+def vector_check_counts(df, column: str, flag) -> tuple[int, int, int]:
+    """(null rows, rows with a NaN or ±inf value, rows where the boolean Column `flag` holds) of the
+    Vector column `column`, in one pass over the stored values as Arrow carries them
+    (struct<type, size, indices, values>): a wide sparse vector is never expanded to its width."""
+    from pyspark.sql import functions as F
+
+    def counts(batches):
+        for batch in batches:
+            vectors, flags = batch.column(0), batch.column(1)
+            values = vectors.flatten()[3]  # null where the vector is
+            lengths = np.asarray(pc.list_value_length(values).fill_null(0), dtype=np.int64)
+            stored = np.asarray(values.flatten(), dtype=np.float64)
+            rows = np.repeat(np.arange(len(batch)), lengths)[~np.isfinite(stored)]
+            yield pa.RecordBatch.from_pydict({"n_null": [vectors.null_count], "n_bad": [len(np.unique(rows))],
+                                              "n_flag": [int(np.sum(np.asarray(flags.fill_null(False))))]})
+
+    totals = (df.select(F.col(column), flag.alias("flag")).mapInArrow(counts, "n_null long, n_bad long, n_flag long")
+              .agg(F.sum("n_null"), F.sum("n_bad"), F.sum("n_flag")).first())
+    return tuple(int(v or 0) for v in totals)
+
+
 def is_labeled(label_col: str, ltype):
     """A Column: true where `label_col` (of Spark type `ltype`) holds a label (not null/NaN)."""
     from pyspark.sql import functions as F

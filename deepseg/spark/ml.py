@@ -217,17 +217,21 @@ def _check_dataset(dataset, features_col: str, label_col: str, owner: str) -> No
 
     from pyspark.sql import functions as F
 
-    from deepseg.spark.arrow import float_array_column
-    from deepseg.spark.arrow import is_labeled
+    from pyspark.ml.linalg import VectorUDT
+
+    from deepseg.spark.arrow import float_array_column, is_labeled, vector_check_counts
 
     if label_col not in dataset.columns:
         raise ValueError(f"Param 'labelCol' of {owner}: column {label_col!r} not in the DataFrame's "
                          f"columns {dataset.columns}")
-    arr = float_array_column(dataset, features_col)
-    bad = F.exists(arr, lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == F.lit(float("inf"))))
     unlabeled = ~F.coalesce(is_labeled(label_col, dataset.schema[label_col].dataType), F.lit(False))
-    n_null, n_bad, n_unlabeled = dataset.agg(
-        F.count(F.when(arr.isNull(), 1)), F.count(F.when(bad, 1)), F.count(F.when(unlabeled, 1))).first()
+    if isinstance(dataset.schema[features_col].dataType, VectorUDT):
+        n_null, n_bad, n_unlabeled = vector_check_counts(dataset, features_col, unlabeled)
+    else:
+        arr = float_array_column(dataset, features_col)
+        bad = F.exists(arr, lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == F.lit(float("inf"))))
+        n_null, n_bad, n_unlabeled = dataset.agg(
+            F.count(F.when(arr.isNull(), 1)), F.count(F.when(bad, 1)), F.count(F.when(unlabeled, 1))).first()
     if n_null or n_bad:
         what = f"{n_null} null row(s)" if n_null else f"{n_bad} row(s) with null, NaN or ±inf values"
         raise ValueError(f"Param 'featuresCol' of {owner}: column {features_col!r} has {what}; features "

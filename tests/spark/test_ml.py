@@ -252,6 +252,26 @@ def test_sparse_vectors_are_reduced_and_scored_without_densifying(sparse_users, 
     assert [r["probability"] for r in again] == [r["probability"] for r in rows]
 
 
+def test_the_data_check_reads_only_the_stored_values_of_sparse_vectors(spark):
+    """A NaN stored in a sparse vector is found, a null vector row is counted as such, and a vector
+    10 million wide is checked without being expanded to its width."""
+    from pyspark.ml.linalg import Vectors
+    from pyspark.sql import functions as F
+
+    from deepseg.spark.arrow import vector_check_counts
+    from deepseg.spark.ml import DeepSegmentation
+
+    d = 10_000_000
+    rows = [(Vectors.sparse(d, [3, d - 1], [1.0, float("nan") if i == 4 else 2.0]), None if i % 2 else 1.0)
+            for i in range(40)] + [(None, 0.0)]
+    df = spark.createDataFrame(rows, ["features", "label"]).repartition(3)
+    assert vector_check_counts(df, "features", F.col("label").isNull()) == (1, 1, 20)
+    with pytest.raises(ValueError, match="column 'features' has 1 null row"):
+        DeepSegmentation(seed=0, **FAST).fit(df)
+    with pytest.raises(ValueError, match=r"column 'features' has 1 row\(s\) with null, NaN or ±inf"):
+        DeepSegmentation(seed=0, **FAST).fit(df.where(F.col("features").isNotNull()))
+
+
 def test_sparse_components_zero_reads_sparse_vectors_as_dense_arrays(sparse_users):
     from deepseg.spark.ml import DeepSegmentation
 
