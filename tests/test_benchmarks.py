@@ -32,3 +32,15 @@ def test_sparse_fit_problem_has_the_stated_shape_and_labels():
     assert X.shape == (500, 300) and 0.01 < X.nnz / (500 * 300) < 0.03
     y_semi = sparse_fit.stratified_labels(y, 30)
     assert (y_semi >= 0).sum() == 30 and set(np.bincount(y_semi[y_semi >= 0])) == {10}
+
+
+def test_the_code_fingerprint_ignores_docstrings_comments_and_layout_only():
+    """Stored accuracy results stay current when only documentation changes; any change of code
+    makes them stale."""
+    from benchmarks.accuracy_real import _code_without_docstrings as code
+
+    base = b'"""Module."""\ndef f(x):\n    """Doc."""\n    return x + 1  # one\n\nclass A:\n    """A."""\n'
+    same = b'"""Module, reworded."""\n\ndef f(x):\n    """Other doc."""\n    # a comment\n    return x+1\n\nclass A:\n    pass\n'
+    assert code(base) == code(same)
+    assert code(base) != code(base.replace(b"x + 1", b"x + 2"))
+    assert code(base) != code(base.replace(b'"""Doc."""', b'"""Doc."""\n    x = -x'))

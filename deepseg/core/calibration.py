@@ -16,15 +16,22 @@ imbalanced population):
     p̃(k | x) ∝ exp(τ · log p(k | x) + b_k + log π_k - log π_l,k)
 
 With few labelled users (`few_labels`: some segment has at most AUTO_LABELS_PER_CLASS, the boundary
-of the other "auto" rules) π is the estimated prior: no test on so few users could show a shift.
-Above, π is the estimate only where the labelled shares contradict it (a χ² test at EVIDENCE_ALPHA,
-:func:`deepseg.core.prior.label_shift_pvalue`), else π_l. τ is at most 1: a few labelled users that
-the folds happen to separate perfectly would otherwise push it to its bound and every propensity to
-0 or 1. Only labelled users are read.
+of the other "auto" rules) the answer is instead *anchored* at the labelled shares, so that the prior
+weighs in as the evidence weakens, and shifted to the estimated prior π, both without a test: the
+boundary's bias is expected there, and no test on so few users could show it or a shift:
 
-Models saved before format version 4 have no bias; those of version 2 have the *anchored* form
-p̃ ∝ exp(τ · (log p - log π_l) + log π), which the version-3 rules used with few labelled users or
-where a χ² test of the out-of-fold segment counts rejected the labelled ones (docs/tuning-log.md).
+    anchored:  p̃(k | x) ∝ exp(τ · (log p(k | x) - log π_l,k) + log π_k)
+
+Above, each move needs evidence at EVIDENCE_ALPHA: the bias where a likelihood-ratio test of τ and b
+against τ alone rejects (`bias_lr_pvalue`; otherwise τ alone, which changes no segment, Guo et al.
+2017), the shift where a χ² test rejects the labelled shares against the estimated prior
+(:func:`deepseg.core.prior.label_shift_pvalue`; otherwise π = π_l). τ is at most 1: a few labelled
+users that the folds happen to separate perfectly would otherwise push it to its bound and every
+propensity to 0 or 1. Only labelled users are read.
+
+Models saved before format version 4 have no bias; those of version 2 are anchored. Format 3's rule
+anchored above 10 labelled users too, where a χ² test of the out-of-fold segment counts rejected the
+labelled counts (docs/tuning-log.md).
 """
 from __future__ import annotations
 
@@ -98,13 +105,13 @@ def few_labels(y: np.ndarray, n_classes: int) -> bool:
 
 @dataclass(frozen=True)
 class OutputCalibration:
-    """p ↦ softmax(τ·log p + b + log π - log π_l); models saved before format version 4 have no bias b
-    and an `anchored` form, softmax(τ·(log p - log π_l) + log π) (see the module doc)."""
+    """p ↦ softmax(τ·log p + b + log π - log π_l), or anchored, softmax(τ·(log p - log π_l) + log π)
+    (see the module doc); b is 0 in models saved before format version 4."""
 
     temperature: float
     train_prior: tuple[float, ...]  # π_l: the labelled shares
     prior: tuple[float, ...]  # π: the class prior of the unlabelled users
-    anchored: bool = False  # format versions 2-3 only; see the module doc
+    anchored: bool = False  # see the module doc; models saved in format version 2 are anchored
     bias: tuple[float, ...] = ()  # b, one per class (format version 4); () is 0
 
     @classmethod
@@ -140,7 +147,7 @@ class OutputCalibration:
     @classmethod
     def from_dict(cls, data: dict | None) -> "OutputCalibration | None":
         """From :meth:`to_dict`; a dict without "anchored" (format version 2) has the anchored form,
-        one without "bias" (versions 2-3) no bias."""
+        one without "bias" (versions 2 and 3) no bias."""
         if data is None:
             return None
         return cls(float(data["temperature"]), tuple(map(float, data["train_prior"])),
