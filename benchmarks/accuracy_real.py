@@ -14,8 +14,8 @@ unlabelled and every metric is computed on those (transductive). Each method see
 
 Resumable: every finished (data set, protocol, seed, method) is written at once to the results JSON
 (`benchmarks/results/realdata.json`) with a fingerprint of what produced it (the method's settings,
-the code of the deepseg modules it ran (not their docstrings or comments), library versions, the data set's artefact checksum, the
-input preparation). A run skips what is already there with the same fingerprint, so an interrupted
+the code of the deepseg modules it ran, not their docstrings or comments, library versions, the
+data set's artefact checksum, the input preparation). A run skips what is already there with the same fingerprint, so an interrupted
 run continues, and a later run with more seeds only adds them. Records of another fingerprint stay
 in the file but are neither reused nor reported.
 """
