@@ -15,7 +15,6 @@ import glob
 import json
 import os
 import sys
-import warnings
 from multiprocessing import Pool
 
 import numpy as np
@@ -28,27 +27,11 @@ def task(a):
     path = f"{OUT}/{ds}-{proto}-{seed}.npz"
     if os.path.exists(path):
         return path
-    import scipy.sparse as sp
-
-    import deepseg.core.loop as loop
-    from benchmarks import realdata
-    from benchmarks.accuracy_real import _limit_threads, reduced
+    from benchmarks.experiments._oof import split_with_spy
     from deepseg import DeepSegmentationClassifier
     from deepseg.core.train import predict_proba
 
-    warnings.filterwarnings("ignore")
-    _limit_threads()
-    cap = {}
-    orig = loop.decide
-
-    def spy(y, Ps, Pd):
-        cap.update(y=y, oof_start=Ps, oof_deep=Pd)
-        return orig(y, Ps, Pd)
-
-    loop.decide = spy
-    X, y, lab, unl = realdata.split(ds, proto, seed)
-    if sp.issparse(X):
-        X = reduced(ds)
+    X, y, lab, unl, cap = split_with_spy(ds, proto, seed)
     ys = np.full(len(y), -1)
     ys[lab] = y[lab]
     clf = DeepSegmentationClassifier(random_state=seed, calibration="none").fit(X, ys)
