@@ -6,8 +6,10 @@ numpy arrays come in, torch stays inside: callers never handle tensors.
 from __future__ import annotations
 
 import contextlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -149,17 +151,33 @@ def train_epochs(
     """Run `epochs` passes of weight·loss + Tikhonov penalty; returns the mean loss per epoch.
 
     With `input_noise` > 0 every batch's inputs get N(0, input_noise²) noise; with `mixup_alpha`
-    > 0 every batch is then mixed with a shuffled copy of itself (:func:`mixup`).
+    > 0 every batch is then mixed with a shuffled copy of itself (:func:`mixup`). The batches are
+    prepared (:func:`prepared_batches`) a few steps ahead on a second thread: their noise is a
+    fifth of a step, and it depends on nothing the steps change.
     """
+    net.train()
+    totals, counts = [0.0] * epochs, [0] * epochs
+    with ahead(prepared_batches(batches, epochs, mixup_alpha, seed, input_noise)) as prepared:
+        for epoch, x, t, rows in prepared:
+            value = weight * loss(net(x), t)
+            optimizer_step(net, optimizer, value)
+            totals[epoch] += float(value.detach()) * rows
+            counts[epoch] += rows
+    return [total / max(count, 1) for total, count in zip(totals, counts)]
+
+
+def prepared_batches(batches: Batches, epochs: int, mixup_alpha: float = 0.0, seed: int = 0,
+                     input_noise: float = 0.0) -> Iterator[tuple[int, torch.Tensor | SparseRows, torch.Tensor, int]]:
+    """(epoch, f's input, target, rows) of every batch of `epochs` passes, noised and mixed as
+    :func:`train_epochs` says; batches of fewer than two rows are skipped (batch-norm needs two in
+    training mode). The random draws come from generators of their own, seeded with `seed`, so
+    where this runs does not change them."""
     rng = np.random.default_rng(seed) if mixup_alpha > 0 or input_noise > 0 else None
     noise = torch.Generator().manual_seed(seed) if input_noise > 0 else None  # torch's randn: 2.6x numpy's
-    net.train()
-    means = []
     for epoch in range(epochs):
-        total, count = 0.0, 0
         for xb, tb in batches(epoch):
             rows = n_rows(xb)
-            if rows < 2:  # batch-norm needs two rows in training mode
+            if rows < 2:
                 continue
             x = as_input(xb)
             t = torch.as_tensor(tb, dtype=torch.float32)
@@ -169,12 +187,42 @@ def train_epochs(
                 x = x + input_noise * torch.randn(x.shape, generator=noise, dtype=x.dtype)
             if mixup_alpha > 0:
                 x, t = mixup(x, t, mixup_alpha, rng)
-            value = weight * loss(net(x), t)
-            optimizer_step(net, optimizer, value)
-            total += float(value.detach()) * rows
-            count += rows
-        means.append(total / max(count, 1))
-    return means
+            yield epoch, x, t, rows
+
+
+T = TypeVar("T")
+_END = object()
+
+
+@contextlib.contextmanager
+def ahead(items: Iterator[T], depth: int = 2) -> Iterator[Iterator[T]]:
+    """`items`, produced on one background thread up to `depth` items ahead of the consumer.
+
+    One worker runs the generator's steps in order, so it draws its random numbers exactly as it
+    would in the caller's thread; an error in it is raised in the consumer. Leaving the block
+    early closes the generator. The thread gets the caller's torch thread count (OpenMP's is per
+    thread).
+    """
+    threads = torch.get_num_threads()
+    with ThreadPoolExecutor(1, "deepseg-batches", torch.set_num_threads, (threads,)) as pool:
+        pending = deque(pool.submit(next, items, _END) for _ in range(depth))
+
+        def consume() -> Iterator[T]:
+            while pending:
+                item = pending.popleft().result()
+                if item is _END:
+                    return
+                pending.append(pool.submit(next, items, _END))
+                yield item
+
+        try:
+            yield consume()
+        finally:
+            for future in pending:
+                future.cancel()
+            wait(pending)
+            if hasattr(items, "close"):
+                items.close()
 
 
 def as_input(xb) -> torch.Tensor | SparseRows:
