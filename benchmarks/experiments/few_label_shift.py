@@ -33,7 +33,9 @@ def data(small: float, seed: int, n: int = 4000):
     return X[keep].astype(np.float32), (seg[keep] == 0).astype(int)
 
 
-def one(small: float, design: str, seed: int) -> dict:
+def fitted(small: float, design: str, seed: int):
+    """(the default fit, its raw EMA answer on the unlabelled users, their segments, the labelled
+    indices) for one (share, design, seed) of the module doc."""
     X, seg = data(small, seed)
     rng = np.random.default_rng(seed + 1)
     if design == "random":
@@ -49,16 +51,21 @@ def one(small: float, design: str, seed: int) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clf = DeepSegmentationClassifier(random_state=seed).fit(X, y)
+    return clf, replace(clf.model_.ensemble, calibration=None)(X[unl]), seg[unl], lab
+
+
+def one(small: float, design: str, seed: int) -> dict:
+    clf, raw, truth, lab = fitted(small, design, seed)
     last = clf.history_[-1]
     cal = clf.model_.ensemble.calibration
-    raw = replace(clf.model_.ensemble, calibration=None)(X[unl])
     gated = cal if last["label_shift"] else replace(cal, prior=cal.train_prior)
-    acc = lambda P: float(np.mean(np.argmax(P, axis=1) == seg[unl]))
-    return {"small": small, "design": design, "seed": seed, "true": round(float(seg[unl].mean()), 3),
-            "labelled": round(float(seg[lab].mean()), 3), "estimate": round(float(last["class_prior"][1]), 3),
+    acc = lambda P: float(np.mean(np.argmax(P, axis=1) == truth))
+    return {"small": small, "design": design, "seed": seed, "true": round(float(truth.mean()), 3),
+            "labelled": round(float(np.mean(clf.transduction_[lab] == 1)), 3),
+            "estimate": round(float(last["class_prior"][1]), 3),
             "shift_p": round(last["label_shift_p"], 4), "rule": last.get("calibration_rule"),
             "safeguard": last.get("safeguard"), "always": acc(cal(raw)), "on_test": acc(gated(raw)),
-            "majority": float(max(seg[unl].mean(), 1 - seg[unl].mean()))}
+            "majority": float(max(truth.mean(), 1 - truth.mean()))}
 
 
 if __name__ == "__main__":

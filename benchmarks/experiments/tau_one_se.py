@@ -13,15 +13,13 @@ same fit (the fitted calibration, and the same with τ by the rule).
 """
 import json
 import sys
-import warnings
 from dataclasses import replace
 
 import numpy as np
 from scipy.special import log_softmax
 
 import deepseg.core.loop as loop
-from benchmarks.experiments.few_label_shift import data
-from deepseg import DeepSegmentationClassifier
+from benchmarks.experiments.few_label_shift import fitted
 from deepseg.core.calibration import LOG_TAU_BOUNDS, MAX_ANSWER_LOG_TAU, _log
 
 SHARES = (0.3, 0.15, 0.07)
@@ -49,30 +47,15 @@ def one_se_tau(P_oof, y, train_prior) -> float:
 
 
 def one(small: float, design: str, seed: int) -> dict:
-    X, seg = data(small, seed)
-    rng = np.random.default_rng(seed + 1)
-    if design == "random":
-        while True:
-            lab = rng.choice(len(seg), 20, replace=False)
-            if np.bincount(seg[lab], minlength=2).min() >= 1:
-                break
-    else:
-        lab = np.concatenate([rng.choice(np.flatnonzero(seg == k), 10, replace=False) for k in (0, 1)])
-    y = np.full(len(seg), -1)
-    y[lab] = seg[lab]
-    unl = y == -1
     _seen.clear()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        clf = DeepSegmentationClassifier(random_state=seed).fit(X, y)
+    clf, raw, truth, _ = fitted(small, design, seed)
     cal = clf.model_.ensemble.calibration
-    raw = replace(clf.model_.ensemble, calibration=None)(X[unl])
     tau = one_se_tau(_seen["P_oof"], _seen["y"], _seen["train_prior"])
-    acc = lambda P: float(np.mean(np.argmax(P, axis=1) == seg[unl]))
-    return {"small": small, "design": design, "seed": seed, "true": round(float(seg[unl].mean()), 3),
+    acc = lambda P: float(np.mean(np.argmax(P, axis=1) == truth))
+    return {"small": small, "design": design, "seed": seed, "true": round(float(truth.mean()), 3),
             "estimate": round(float(clf.history_[-1]["class_prior"][1]), 3), "tau": round(cal.temperature, 3),
             "tau_1se": round(tau, 3), "current": acc(cal(raw)), "one_se": acc(replace(cal, temperature=tau)(raw)),
-            "majority": float(max(seg[unl].mean(), 1 - seg[unl].mean()))}
+            "majority": float(max(truth.mean(), 1 - truth.mean()))}
 
 
 if __name__ == "__main__":
