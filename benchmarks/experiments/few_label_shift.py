@@ -68,8 +68,13 @@ def one(small: float, design: str, seed: int) -> dict:
             "majority": float(max(truth.mean(), 1 - truth.mean()))}
 
 
-if __name__ == "__main__":
-    for s in range(int(sys.argv[1]), int(sys.argv[2])):
-        for small in SHARES:
+def main(one, shares, argv) -> None:
+    """One JSON line per (seed in argv's range, share, design) of `one`."""
+    for s in range(int(argv[1]), int(argv[2])):
+        for small in shares:
             for design in ("random", "quota"):
                 print(json.dumps(one(small, design, s)), flush=True)
+
+
+if __name__ == "__main__":
+    main(one, SHARES, sys.argv)

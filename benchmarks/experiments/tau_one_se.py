@@ -11,7 +11,6 @@ within one standard error of the minimum: the simplest answer the labelled users
 from the best. Data and designs as benchmarks.experiments.few_label_shift; both answers from the
 same fit (the fitted calibration, and the same with τ by the rule).
 """
-import json
 import sys
 from dataclasses import replace
 
@@ -19,7 +18,7 @@ import numpy as np
 from scipy.special import log_softmax
 
 import deepseg.core.loop as loop
-from benchmarks.experiments.few_label_shift import fitted
+from benchmarks.experiments.few_label_shift import fitted, main
 from deepseg.core.calibration import LOG_TAU_BOUNDS, MAX_ANSWER_LOG_TAU, _log
 
 SHARES = (0.3, 0.15, 0.07)
@@ -59,7 +58,4 @@ def one(small: float, design: str, seed: int) -> dict:
 
 
 if __name__ == "__main__":
-    for s in range(int(sys.argv[1]), int(sys.argv[2])):
-        for small in SHARES:
-            for design in ("random", "quota"):
-                print(json.dumps(one(small, design, s)), flush=True)
+    main(one, SHARES, sys.argv)
