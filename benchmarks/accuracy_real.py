@@ -71,8 +71,8 @@ DESCRIPTIONS = {
                        "its transductive `label_distributions_`",
     "self-training": "`SelfTrainingClassifier(LogisticRegression(max_iter=1000))` (threshold 0.75, "
                      "10 rounds: scikit-learn defaults)",
-    "supervised-start": "deepseg's own supervised start: g∘f after its 200 labelled epochs, read off the "
-                        "`deepseg` fit (`model_.supervised`, iteration 0; identical to "
+    "supervised-start": "deepseg's own supervised start: g∘f after its 200 labelled epochs, before the "
+                        "linear teacher, read off the `deepseg` fit (`model_.labeled_only`; identical to "
                         "`DeepSegmentationClassifier(n_iter=0)` with the same seed)",
     "deepseg-patent": "`DeepSegmentationClassifier(**PATENT_PARAMS, random_state=seed)`",
     "deepseg": "`DeepSegmentationClassifier(random_state=seed)`: the current defaults",
@@ -371,8 +371,9 @@ def run_task(dataset: str, per_class: int, seed: int, method: str, fingerprints:
             from deepseg.core.train import predict_proba
 
             X_u = X[unl]
-            P0 = predict_proba(est.model_.supervised, X_u)
-            staged = [P0, *est.staged_predict_proba(X_u)]
+            start = est.model_.labeled_only if est.model_.labeled_only is not None else est.model_.supervised
+            P0 = predict_proba(start, X_u)  # the labelled users' network, before the linear teacher
+            staged = [predict_proba(est.model_.supervised, X_u), *est.staged_predict_proba(X_u)]
             record["accuracy_per_iteration"] = [float(np.mean(est.classes_[p.argmax(axis=1)] == y[unl]))
                                                 for p in staged]
             record["history"] = [{k: v for k, v in h.items() if k in ("iteration", "agreement", "class_shares",
@@ -702,7 +703,8 @@ def report_lines(summary: dict, meta: dict, methods: list[str], errors: list[dic
     curves = [(cell, summary[cell]["methods"]["deepseg"]["accuracy_per_iteration"]) for cell in cells
               if "accuracy_per_iteration" in summary[cell]["methods"].get("deepseg", {})]
     if curves:
-        lines += ["", "## deepseg accuracy per iteration (%, mean over seeds; 0 = supervised start)", "",
+        lines += ["", "## deepseg accuracy per iteration (%, mean over seeds; 0 = the start the iterations begin from: the "
+              "supervised start, then the linear teacher where the defaults have one)", "",
                   "| data set | labels | " + " | ".join(str(i) for i in range(len(curves[0][1]))) + " |",
                   "|---|---|" + "---:|" * len(curves[0][1])]
         for cell, curve in curves:

@@ -43,6 +43,7 @@ from deepseg.core.train import (
     train_labeled,
     train_unlabeled,
 )
+from deepseg.core.teacher import TEACHER_ROWS, teach, teacher_sample
 from deepseg.core.tsvm import TSVMConfig
 
 log = logging.getLogger("deepseg")
@@ -125,11 +126,14 @@ class DeepSegResult:
     """A fitted Deep Segmentation model: the EMA ensemble, the last TSVMs and diagnostics."""
 
     ensemble: EMAEnsemble
-    supervised: SegmentationNet  # g∘f after the supervised start (iteration 0)
+    supervised: SegmentationNet  # g∘f after the start (iteration 0), the linear teacher's epochs included
     tsvm: OvRTSVM | None
     history: list[dict] = field(default_factory=list)
     # the iterations' EMA where the safeguard kept the supervised start instead (not saved with the model)
     iterated: EMAEnsemble | None = None
+    # g∘f after the labelled epochs alone, where the linear teacher then trained it (not saved with the
+    # model; None without a teacher, where `supervised` is that network, and after a resume)
+    labeled_only: SegmentationNet | None = None
 
 
 def fit_deep_segmentation(
@@ -198,7 +202,7 @@ def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | No
     sample = as_float32(backend.sample_unlabeled(config.tsvm_sample_size, seed))
 
     hooks: list = [LogProgress(n_rows(X_l), config)]
-    state = None
+    state, labeled_only, start_record = None, None, {}
     if checkpoint is not None:
         if issparse(X_l) or issparse(sample):
             raise ValueError("checkpoints need dense features; got a sparse matrix")
@@ -210,6 +214,16 @@ def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | No
         watch = _Stopwatch()
         with watch("supervised"):
             train_labeled(net, optimizer, X_l, H, tc.supervised_epochs, tc.batch_size, seed)
+        if teaching(config):
+            before = frozen_copy(net)
+            with watch("linear_teacher"):
+                taught = teach(net, optimizer, X_l, y_l, H, teacher_sample(sample, seed), tc.linear_teacher_epochs,
+                               tc.labeled_epochs, tc.batch_size, seed)
+            labeled_only = before if taught else None
+            start_record = {"linear_teacher": taught, "linear_teacher_s": watch.seconds["linear_teacher"]}
+            log.info("linear teacher: %s (%.1fs)", f"{tc.linear_teacher_epochs} epochs on "
+                     f"{min(n_rows(sample), TEACHER_ROWS)} unlabelled users" if taught else
+                     "skipped (no unlabelled users or one class)", watch.seconds["linear_teacher"])
         state = RunState(0, frozen_copy(net), [], [], None)
         for hook in hooks:
             hook.on_supervised_end(state, watch.seconds["supervised"])
@@ -237,6 +251,7 @@ def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | No
     snapshots, iterated, calibration = state.snapshots or [state.supervised], None, None
     if state.history:
         last = state.history[-1]
+        last.update(start_record)
         last.update(guard.prior_record)
         kept_start = False
         if config.safeguard == "cv":
@@ -248,7 +263,13 @@ def _fit(X_l, y_l, backend, n_classes, config, seed, checkpoint: Checkpoint | No
             calibration, record = guard.calibration(prior, kept_start)
             last.update(record)
     return DeepSegResult(EMAEnsemble(snapshots, config.ema_decay, calibration), state.supervised, state.tsvm,
-                         state.history, iterated)
+                         state.history, iterated, labeled_only)
+
+
+def teaching(config: DeepSegConfig) -> bool:
+    """Whether the start learns from the linear teacher (:mod:`deepseg.core.teacher`): only when it
+    is iterated on, so that ``n_iter=0`` is the network of the labelled users alone."""
+    return config.n_iter > 0 and config.train.linear_teacher_epochs > 0
 
 
 TOO_FEW = "fewer than 2 labelled users per fold's training part"
@@ -277,8 +298,15 @@ class _Safeguard:
         c, tc = self.config, self.config.train
         if self._cross is None and cv_possible(len(self.y_l), c.safeguard_folds):
             start = time.perf_counter()
+            teacher = None
+            if teaching(c):
+                X_u = teacher_sample(self.sample, self.seed)
+
+                def teacher(net, optimizer, X, y, H, seed):
+                    teach(net, optimizer, X, y, H, X_u, tc.linear_teacher_epochs, tc.labeled_epochs, tc.batch_size,
+                          seed)
             self._cross = CrossFit(self.X_l, self.y_l, self.n_classes, c.safeguard_folds, c.label_smoothing, c.net,
-                                   tc.learning_rate, tc.supervised_epochs, tc.batch_size, self.seed)
+                                   tc.learning_rate, tc.supervised_epochs, tc.batch_size, self.seed, teacher)
             self._oof = self._cross.supervised()
             self._seconds += time.perf_counter() - start
         return self._cross

@@ -118,6 +118,11 @@ PARAMS: tuple[Param, ...] = (
           "train.unlabeled_epochs", patent=10),
     Param("labeled_epochs", 10, _non_negative(Integral), "Epochs of the KL step on labelled users.",
           "train.labeled_epochs"),
+    Param("linear_teacher_epochs", 10, _non_negative(Integral),
+          "Epochs of the start on a seeded sample of at most 5,000 unlabelled users towards a logistic "
+          "regression fitted on the labelled users (then labeled_epochs on them again; deepseg.core.teacher); "
+          "0: none, the start learns from the labelled users alone (the patent).",
+          "train.linear_teacher_epochs", patent=0),
     Param("unlabeled_batch_size", 256, _positive(Integral), "Unlabelled mini-batch size.",
           "train.unlabeled_batch_size"),
     Param("unlabeled_rows_per_epoch", None, _AT_LEAST_ONE_OR_NONE,

@@ -79,6 +79,8 @@ class CrossFit:
     epochs: int
     batch_size: int
     seed: int
+    # after each fold's labelled epochs, as after the start's: teach(net, optimizer, X, y, H, seed)
+    teach: Callable | None = None
     folds: np.ndarray = field(init=False)
     _fits: list[_Fold] = field(init=False, default_factory=list)
 
@@ -98,6 +100,8 @@ class CrossFit:
                 optimizer = make_optimizer(net, self.learning_rate)
                 H = smooth_labels(self.y_l[~held], self.n_classes, self.label_smoothing)
                 train_labeled(net, optimizer, self.X_l[~held], H, self.epochs, self.batch_size, seed)
+                if self.teach is not None:
+                    self.teach(net, optimizer, self.X_l[~held], self.y_l[~held], H, seed)
             P[held] = predict_proba(net, self.X_l[held])
             self._fits.append(_Fold(held, net, optimizer, seed))
         return P

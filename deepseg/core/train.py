@@ -31,6 +31,7 @@ class TrainConfig:
     retrain_lr_factor: float = default("retrain_lr_factor")
     unlabeled_epochs: int | str = default("unlabeled_epochs")  # "auto": resolve_unlabeled_epochs
     labeled_epochs: int = default("labeled_epochs")
+    linear_teacher_epochs: int = default("linear_teacher_epochs")
     unlabeled_batch_size: int = default("unlabeled_batch_size")
     unlabeled_rows_per_epoch: int | None = default("unlabeled_rows_per_epoch")
     unlabeled_weight: float = default("unlabeled_weight")

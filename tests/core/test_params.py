@@ -83,7 +83,7 @@ def test_patent_params_are_valid_values_and_differ_from_the_defaults_where_chose
     clf._validate_params()
     changed = {k for k, v in PATENT_PARAMS.items() if param(k).default != v}
     assert changed == {"calibration", "retrain_lr_factor", "unlabeled_epochs", "unlabeled_loss", "mixup_alpha", "input_noise",
-                       "pseudo_labels", "C", "ema_decay", "class_prior", "safeguard"}
+                       "pseudo_labels", "C", "ema_decay", "class_prior", "safeguard", "linear_teacher_epochs"}
 
 
 def test_unknown_names_are_refused_with_a_suggestion():
