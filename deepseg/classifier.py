@@ -23,8 +23,7 @@ __all__ = ["DeepSegmentationClassifier", "PATENT_PARAMS"]
 class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimator):
     __doc__ = """Deep Segmentation (deep low-density separation) for semi-supervised classification.
 
-    An embedding network f and a softmax head g are trained on the labelled points, then (by
-    default) towards a logistic regression's probabilities on the unlabelled points; then, for
+    An embedding network f and a softmax head g are trained on the labelled points; then, for
     `n_iter` iterations, every point is embedded with f, one-vs-rest linear transductive SVMs
     label the unlabelled points with probability vectors, and g∘f is retrained on them, then on
     the labelled points (KL). The prediction is the exponential moving average of g∘f over the
@@ -52,8 +51,8 @@ class DeepSegmentationClassifier(TransformerMixin, ClassifierMixin, BaseEstimato
         Label of each training point (labelled points keep theirs).
     history_ : list of dict
         Per-iteration diagnostics: TSVM objective, g∘f/TSVM agreement, class shares, seconds. The
-        last entry also holds whether the linear teacher trained the start (``linear_teacher``), the
-        class prior used (``class_prior``, and ``prior_temperature`` for "auto") and the safeguard's decision (``safeguard``: "deep segmentation" or "supervised
+        last entry also holds the class prior used (``class_prior``, and ``prior_temperature`` for
+        "auto") and the safeguard's decision (``safeguard``: "deep segmentation" or "supervised
         start") with the out-of-fold accuracies it compared (``cv_accuracy_start``,
         ``cv_accuracy_deepseg``) and its seconds (``safeguard_s``).
     n_iter_ : int
