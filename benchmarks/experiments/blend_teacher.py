@@ -27,6 +27,7 @@ from multiprocessing import Pool
 import numpy as np
 
 OUT = "/tmp/exp/blend"
+SHIFTED = ("telco-churn", "credit-scoring", "fine-foods", "spam-assassin")
 
 
 def task(a):
@@ -105,10 +106,16 @@ def summary() -> None:
         print(f"{cell[0] + ' ' + str(cell[1]):22}{len(rs):3d}" + "".join(f"{row[n]:18.2f}" for n in names))
     print(f"{'mean':25}" + "".join(f"{np.mean(per[n]):18.2f}" for n in names))
     base = np.array(per["deepseg"])
+    # quota surveys of binary populations at 65-74%: the hidden third is balanced, the answer shifts
+    shifted = np.array([c[0] in SHIFTED for c in sorted(cells)])
     for n in names[1:]:
         d = np.array(per[n]) - base
-        print(f"{n:22} - deepseg: {d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} per cell; "
-              f"cells up {int((d > 0).sum())}, down {int((d < 0).sum())}")
+        line = f"{n:22} - deepseg: {d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} per cell; " \
+               f"cells up {int((d > 0).sum())}, down {int((d < 0).sum())}"
+        for label, mask in (("quota on imbalanced", shifted), ("others", ~shifted)):
+            if mask.sum() > 1:
+                line += f"; {label} {d[mask].mean():+.2f} ± {d[mask].std(ddof=1) / np.sqrt(mask.sum()):.2f}"
+        print(line)
 
 
 if __name__ == "__main__":
