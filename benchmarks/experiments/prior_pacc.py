@@ -29,6 +29,9 @@ from scipy.optimize import nnls
 
 from benchmarks.experiments.few_label_shift import SHARES, data
 from deepseg import DeepSegmentationClassifier
+from deepseg.core.prior import calibrated, em_prior, floor_prior, labeled_shares
+
+EM_STEPS = (1, 2, 3, 5, 10, 1000)
 
 _CAP: dict = {}
 
@@ -78,10 +81,17 @@ def one(small: float, design: str, seed: int) -> dict:
     raw = replace(clf.model_.ensemble, calibration=None)(X[unl])
     truth = seg[unl]
     acc = lambda P: float(np.mean(np.argmax(P, axis=1) == truth))
+    shifted = lambda pi: acc(replace(cal, prior=tuple(map(float, pi)))(raw))
+    # more EM steps from the same calibrated probabilities: between PCC (1) and the maximum likelihood
+    train = labeled_shares(_CAP["y_l"], _CAP["n_classes"])
+    Q, _ = calibrated(_CAP["P_u"], _CAP["P_oof"], _CAP["y_l"], train)
+    em = {k: floor_prior(em_prior(Q, train, max_iter=k)) for k in EM_STEPS}
     return {"small": small, "design": design, "seed": seed, "true": round(float(truth.mean()), 3),
             "labelled": round(float(np.mean(seg[lab] == 1)), 3), "pcc": round(float(last["class_prior"][1]), 3),
             "pacc": round(float(est[1]), 3), "answer_prior": round(float(cal.prior[1]), 3),
-            "answer": acc(cal(raw)), "answer_pacc": acc(replace(cal, prior=tuple(map(float, est)))(raw)),
+            "answer": acc(cal(raw)), "answer_pacc": shifted(est),
+            "em": {k: round(float(pi[1]), 3) for k, pi in em.items()},
+            "answer_em": {k: shifted(pi) for k, pi in em.items()},
             "majority": float(max(truth.mean(), 1 - truth.mean()))}
 
 
@@ -102,6 +112,12 @@ def summary(path: str) -> None:
             print(f"{small:6.2f} {design:>7} {len(rs):3d} {t.mean():6.3f} {e1:11.3f} {e2:12.3f} {a.mean():8.2f} "
                   f"{b.mean():8.2f} {d.mean():+7.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} "
                   f"{100 * np.mean([r['majority'] for r in rs]):9.2f}")
+            if "em" in rs[0]:
+                for k in rs[0]["em"]:
+                    e = np.abs(np.array([r["em"][k] for r in rs]) - t).mean()
+                    d = np.array([r["answer_em"][k] for r in rs]) * 100 - a
+                    print(f"{'':15} EM {k:>4} steps: |error| {e:.3f}, answer {d.mean():+.2f} ± "
+                          f"{d.std(ddof=1) / np.sqrt(len(d)):.2f}")
 
 
 if __name__ == "__main__":
