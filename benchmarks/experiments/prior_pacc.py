@@ -1,4 +1,5 @@
-"""Issue 19 prototype: the unlabelled users' class prior by adjusted classify-and-count, on synthetic users.
+"""Issue 19 prototype: the unlabelled users' class prior by adjusted classify-and-count, or by more
+EM steps, on synthetic users.
 
     python -m benchmarks.experiments.prior_pacc 0 16 > rows.jsonl    # seeds 0..15, one JSON line per fit
     python -m benchmarks.experiments.prior_pacc summary rows.jsonl
@@ -15,9 +16,10 @@ out-of-fold probability of class j over the labelled users of class k, solved fo
 Users and designs as `few_label_shift` (the project's generator; segment 0 at 50/30/15/7%; 20
 labelled at random or 10 per segment). One default fit per (share, design, seed): the start's
 probabilities on the unlabelled users and its out-of-fold ones are captured where the fit
-estimates its prior; both estimates come from them. Also printed: the answer's accuracy with the
-fitted calibration and with the same calibration shifted to the PACC estimate instead. Synthetic
-users' labels are read to score; no real data set is involved.
+estimates its prior; every estimate comes from them (PACC, and `EM_STEPS` steps of Saerens et
+al.'s EM from the same calibrated probabilities as the fit's one step). Also printed: the
+answer's accuracy with the fitted calibration and with the same calibration shifted to each
+estimate instead. Synthetic users' labels are read to score; no real data set is involved.
 """
 import json
 import sys
