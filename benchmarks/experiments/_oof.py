@@ -29,3 +29,73 @@ def split_with_spy(ds: str, proto: int, seed: int) -> tuple[np.ndarray, np.ndarr
     if sp.issparse(X):
         X = reduced(ds)
     return X, y, lab, unl, cap
+
+
+def hidden_third(ds: str, proto: int, seed: int):
+    """(X, y, seen, hidden, y_semi, capture): the hidden-third protocol of the issue-19 prototypes.
+    The benchmark's labelled draw for (`ds`, `proto`, `seed`), a stratified third of it hidden
+    (fitted as unlabelled, then scored), `y_semi` the labels a fit may read (-1 elsewhere)."""
+    from deepseg.core.safeguard import stratified_folds
+
+    X, y, lab, _, cap = split_with_spy(ds, proto, seed)
+    hidden = lab[stratified_folds(y[lab], 3, seed) == 0]
+    seen = np.setdiff1d(lab, hidden)
+    y_semi = np.full(len(y), -1)
+    y_semi[seen] = y[seen]
+    return X, y, seen, hidden, y_semi, cap
+
+
+def run_cells(task, out: str, seeds: list[int], datasets: list[str] | None = None, variants: tuple = ()) -> None:
+    """`task((data set, labels per class, seed[, variant]))` for every cell of the suite, seed and
+    variant, on two worker processes, a fresh one per fit (a patched module dies with it); a failed
+    fit is printed and the others go on."""
+    import functools
+    import os
+    from multiprocessing import Pool
+
+    from benchmarks import realdata
+
+    os.makedirs(out, exist_ok=True)
+    jobs = [(d, p, s, *v) for s in seeds for p in (10, 100) for d in datasets or list(realdata.DATASETS)
+            for v in ([(v,) for v in variants] or [()])]
+    with Pool(2, maxtasksperchild=1) as pool:
+        list(pool.imap_unordered(functools.partial(_safe, task), jobs))
+
+
+def _safe(task, job):
+    try:
+        return task(job)
+    except Exception as e:  # noqa: BLE001 - one failed fit must not stop the others
+        print("FAILED", job, repr(e), flush=True)
+
+
+def paired_summary(out: str, base: str, variant: str) -> None:
+    """Per cell, the means of a two-variant hidden-third run's records in `out` (`lr`, `maj`,
+    `start`, `answer` per variant) over the seeds both variants have, and the paired difference
+    of the answers per cell and per fit."""
+    import collections
+    import glob
+    import json
+
+    cells = collections.defaultdict(dict)
+    for path in sorted(glob.glob(f"{out}/*.json")):
+        r = json.load(open(path))
+        cells[(r["ds"], r["proto"])].setdefault(r["seed"], {})[r["variant"]] = r
+    columns = {"lr": (base, "lr"), "maj": (base, "maj"), f"{base} start": (base, "start"), base: (base, "answer"),
+               f"{variant} start": (variant, "start"), variant: (variant, "answer")}
+    print(f"{'cell':22}{'n':>3}" + "".join(f"{k[:10]:>11}" for k in columns))
+    tot, diffs = collections.defaultdict(list), []
+    for cell, seeds in sorted(cells.items()):
+        pairs = [s for s in seeds.values() if base in s and variant in s]
+        if not pairs:
+            continue
+        m = {k: 100 * np.mean([p[v][f] for p in pairs]) for k, (v, f) in columns.items()}
+        diffs += [100 * (p[variant]["answer"] - p[base]["answer"]) for p in pairs]
+        print(f"{cell[0] + ' ' + str(cell[1]):22}{len(pairs):3d}" + "".join(f"{m[k]:11.2f}" for k in columns))
+        for k in columns:
+            tot[k].append(m[k])
+    d = np.array(tot[variant]) - np.array(tot[base])
+    print(f"{'mean':25}" + "".join(f"{np.mean(tot[k]):11.2f}" for k in columns))
+    print(f"{variant} - {base} per cell {d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} ({len(d)} cells); "
+          f"per fit {np.mean(diffs):+.2f} ± {np.std(diffs, ddof=1) / np.sqrt(len(diffs)):.2f} ({len(diffs)} pairs); "
+          f"cells {variant} > {base} {int((d > 0).sum())}, < {int((d < 0).sum())}")

@@ -22,7 +22,6 @@ import glob
 import json
 import os
 import sys
-from multiprocessing import Pool
 
 import numpy as np
 
@@ -39,15 +38,10 @@ def task(a):
     from sklearn.linear_model import LogisticRegression
     from sklearn.semi_supervised import SelfTrainingClassifier
 
-    from benchmarks.experiments._oof import split_with_spy
+    from benchmarks.experiments._oof import hidden_third
     from deepseg import DeepSegmentationClassifier
-    from deepseg.core.safeguard import stratified_folds
 
-    X, y, lab, unl, _ = split_with_spy(ds, proto, seed)
-    hidden = lab[stratified_folds(y[lab], 3, seed) == 0]
-    seen = np.setdiff1d(lab, hidden)
-    ys = np.full(len(y), -1)
-    ys[seen] = y[seen]
+    X, y, seen, hidden, ys, _ = hidden_third(ds, proto, seed)
     clf = DeepSegmentationClassifier(random_state=seed).fit(X, ys)
     Xh, yh = X[hidden], y[hidden]
     P = {"deepseg": clf.predict_proba(Xh)}
@@ -74,21 +68,10 @@ def _full(model, X, classes):
     return out
 
 
-def safe_task(a):
-    try:
-        return task(a)
-    except Exception as e:  # noqa: BLE001 - one failed fit must not stop the others
-        print("FAILED", a, repr(e), flush=True)
-
-
 def run(seeds: list[int], datasets: list[str] | None = None) -> None:
-    from benchmarks import realdata
+    from benchmarks.experiments._oof import run_cells
 
-    os.makedirs(OUT, exist_ok=True)
-    names = datasets or list(realdata.DATASETS)
-    jobs = [(d, p, s) for s in seeds for p in (10, 100) for d in names]
-    with Pool(2, maxtasksperchild=1) as pool:
-        list(pool.imap_unordered(safe_task, jobs))
+    run_cells(task, OUT, seeds, datasets)
 
 
 def summary() -> None:

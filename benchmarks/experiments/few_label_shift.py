@@ -33,18 +33,23 @@ def data(small: float, seed: int, n: int = 4000):
     return X[keep].astype(np.float32), (seg[keep] == 0).astype(int)
 
 
+def labelled(seg: np.ndarray, design: str, seed: int) -> np.ndarray:
+    """The labelled users of one fit: 20 at random with both segments present ("random"), or 10 per
+    segment ("quota")."""
+    rng = np.random.default_rng(seed + 1)
+    if design == "quota":
+        return np.concatenate([rng.choice(np.flatnonzero(seg == k), 10, replace=False) for k in (0, 1)])
+    while True:
+        lab = rng.choice(len(seg), 20, replace=False)
+        if np.bincount(seg[lab], minlength=2).min() >= 1:
+            return lab
+
+
 def fitted(small: float, design: str, seed: int):
     """(the default fit, its raw EMA answer on the unlabelled users, their segments, the labelled
     indices) for one (share, design, seed) of the module doc."""
     X, seg = data(small, seed)
-    rng = np.random.default_rng(seed + 1)
-    if design == "random":
-        while True:
-            lab = rng.choice(len(seg), 20, replace=False)
-            if np.bincount(seg[lab], minlength=2).min() >= 1:
-                break
-    else:
-        lab = np.concatenate([rng.choice(np.flatnonzero(seg == k), 10, replace=False) for k in (0, 1)])
+    lab = labelled(seg, design, seed)
     y = np.full(len(seg), -1)
     y[lab] = seg[lab]
     unl = y == -1

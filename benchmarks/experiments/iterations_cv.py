@@ -20,7 +20,6 @@ import glob
 import json
 import os
 import sys
-from multiprocessing import Pool
 
 import numpy as np
 
@@ -58,18 +57,13 @@ def task(a):
     path = f"{OUT}/{ds}-{proto}-{seed}.json"
     if os.path.exists(path):
         return path
-    from benchmarks.experiments._oof import split_with_spy
+    from benchmarks.experiments._oof import hidden_third
     from deepseg import DeepSegmentationClassifier
     from deepseg.core.pseudo import EMAEnsemble
-    from deepseg.core.safeguard import stratified_folds
     from deepseg.core.train import predict_proba
 
     _patch()
-    X, y, lab, unl, cap = split_with_spy(ds, proto, seed)
-    hidden = lab[stratified_folds(y[lab], 3, seed) == 0]
-    seen = np.setdiff1d(lab, hidden)
-    ys = np.full(len(y), -1)
-    ys[seen] = y[seen]
+    X, y, seen, hidden, ys, cap = hidden_third(ds, proto, seed)
     clf = DeepSegmentationClassifier(random_state=seed).fit(X, ys)
     m = clf.model_
     snaps = m.iterated.nets if m.iterated is not None else m.ensemble.nets
@@ -89,21 +83,10 @@ def task(a):
     return path
 
 
-def safe_task(a):
-    try:
-        return task(a)
-    except Exception as e:  # noqa: BLE001 - one failed fit must not stop the others
-        print("FAILED", a, repr(e), flush=True)
-
-
 def run(seeds: list[int], datasets: list[str] | None = None) -> None:
-    from benchmarks import realdata
+    from benchmarks.experiments._oof import run_cells
 
-    os.makedirs(OUT, exist_ok=True)
-    names = datasets or list(realdata.DATASETS)
-    jobs = [(d, p, s) for s in seeds for p in (10, 100) for d in names]
-    with Pool(2, maxtasksperchild=1) as pool:
-        list(pool.imap_unordered(safe_task, jobs))
+    run_cells(task, OUT, seeds, datasets)
 
 
 RULES = {

@@ -15,12 +15,9 @@ Protocol as `calibration_bias`: tuning seeds 100+, the benchmark's labelled draw
 of it hidden (fitted as unlabelled) and scored. Both variants run on the same split and seed. No
 label of an unlabelled point is read.
 """
-import collections
-import glob
 import json
 import os
 import sys
-from multiprocessing import Pool
 
 import numpy as np
 
@@ -64,17 +61,12 @@ def task(a):
         return path
     from sklearn.linear_model import LogisticRegression
 
-    from benchmarks.experiments._oof import split_with_spy
+    from benchmarks.experiments._oof import hidden_third
     from deepseg import DeepSegmentationClassifier
-    from deepseg.core.safeguard import stratified_folds
     from deepseg.core.train import predict_proba
 
     _patch()
-    X, y, lab, unl, _ = split_with_spy(ds, proto, seed)
-    hidden = lab[stratified_folds(y[lab], 3, seed) == 0]
-    seen = np.setdiff1d(lab, hidden)
-    ys = np.full(len(y), -1)
-    ys[seen] = y[seen]
+    X, y, seen, hidden, ys, _ = hidden_third(ds, proto, seed)
     pool = np.setdiff1d(np.arange(len(y)), seen)
     rng = np.random.default_rng(seed)
     _STATE.update(variant=variant, start_epochs=200,
@@ -95,45 +87,15 @@ def task(a):
 
 
 def run(seeds: list[int], datasets: list[str] | None = None) -> None:
-    from benchmarks import realdata
+    from benchmarks.experiments._oof import run_cells
 
-    os.makedirs(OUT, exist_ok=True)
-    names = datasets or list(realdata.DATASETS)
-    jobs = [(d, p, s, v) for s in seeds for p in (10, 100) for d in names for v in ("base", "linear")]
-    with Pool(2) as pool:
-        list(pool.imap_unordered(safe_task, jobs))
-
-
-def safe_task(a):
-    try:
-        return task(a)
-    except Exception as e:  # noqa: BLE001 - one failed fit must not stop the others
-        print("FAILED", a, repr(e), flush=True)
+    run_cells(task, OUT, seeds, datasets, variants=("base", "linear"))
 
 
 def summary() -> None:
-    recs = [json.load(open(f)) for f in sorted(glob.glob(f"{OUT}/*.json"))]
-    cells = collections.defaultdict(dict)
-    for r in recs:
-        cells[(r["ds"], r["proto"])].setdefault(r["seed"], {})[r["variant"]] = r
-    keys = ("lr", "maj", "base start", "base", "lin start", "linear")
-    print(f"{'cell':22}{'n':>3}" + "".join(f"{k:>11}" for k in keys))
-    tot = collections.defaultdict(list)
-    for cell, seeds in sorted(cells.items()):
-        pairs = [s for s in seeds.values() if len(s) == 2]
-        if not pairs:
-            continue
-        m = {"lr": np.mean([p["base"]["lr"] for p in pairs]), "maj": np.mean([p["base"]["maj"] for p in pairs]),
-             "base start": np.mean([p["base"]["start"] for p in pairs]), "base": np.mean([p["base"]["answer"] for p in pairs]),
-             "lin start": np.mean([p["linear"]["start"] for p in pairs]),
-             "linear": np.mean([p["linear"]["answer"] for p in pairs])}
-        print(f"{cell[0] + ' ' + str(cell[1]):22}{len(pairs):3d}" + "".join(f"{100 * m[k]:11.2f}" for k in keys))
-        for k in keys:
-            tot[k].append(100 * m[k])
-    print(f"{'mean':25}" + "".join(f"{np.mean(tot[k]):11.2f}" for k in keys))
-    n = len(tot["lr"])
-    print(f"cells: base >= lr {sum(b >= l for b, l in zip(tot['base'], tot['lr']))}/{n}, "
-          f"linear >= lr {sum(b >= l for b, l in zip(tot['linear'], tot['lr']))}/{n}")
+    from benchmarks.experiments._oof import paired_summary
+
+    paired_summary(OUT, "base", "linear")
 
 
 if __name__ == "__main__":

@@ -23,14 +23,12 @@ estimate instead. Synthetic users' labels are read to score; no real data set is
 """
 import json
 import sys
-import warnings
 from dataclasses import replace
 
 import numpy as np
 from scipy.optimize import nnls
 
-from benchmarks.experiments.few_label_shift import SHARES, data
-from deepseg import DeepSegmentationClassifier
+from benchmarks.experiments.few_label_shift import SHARES, fitted
 from deepseg.core.prior import calibrated, em_prior, floor_prior, labeled_shares
 
 EM_STEPS = (1, 2, 3, 5, 10, 1000)
@@ -62,26 +60,11 @@ def _spy():
 
 def one(small: float, design: str, seed: int) -> dict:
     _spy()
-    X, seg = data(small, seed)
-    rng = np.random.default_rng(seed + 1)
-    if design == "random":
-        while True:
-            lab = rng.choice(len(seg), 20, replace=False)
-            if np.bincount(seg[lab], minlength=2).min() >= 1:
-                break
-    else:
-        lab = np.concatenate([rng.choice(np.flatnonzero(seg == k), 10, replace=False) for k in (0, 1)])
-    y = np.full(len(seg), -1)
-    y[lab] = seg[lab]
-    unl = y == -1
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        clf = DeepSegmentationClassifier(random_state=seed).fit(X, y)
+    clf, raw, truth, lab = fitted(small, design, seed)
     last = clf.history_[-1]
     est = pacc(_CAP["P_u"], _CAP["P_oof"], _CAP["y_l"], _CAP["n_classes"])
     cal = clf.model_.ensemble.calibration
-    raw = replace(clf.model_.ensemble, calibration=None)(X[unl])
-    truth = seg[unl]
+    seg_l = clf.transduction_[lab]
     acc = lambda P: float(np.mean(np.argmax(P, axis=1) == truth))
     shifted = lambda pi: acc(replace(cal, prior=tuple(map(float, pi)))(raw))
     # more EM steps from the same calibrated probabilities: between PCC (1) and the maximum likelihood
@@ -89,7 +72,7 @@ def one(small: float, design: str, seed: int) -> dict:
     Q, _ = calibrated(_CAP["P_u"], _CAP["P_oof"], _CAP["y_l"], train)
     em = {k: floor_prior(em_prior(Q, train, max_iter=k)) for k in EM_STEPS}
     return {"small": small, "design": design, "seed": seed, "true": round(float(truth.mean()), 3),
-            "labelled": round(float(np.mean(seg[lab] == 1)), 3), "pcc": round(float(last["class_prior"][1]), 3),
+            "labelled": round(float(np.mean(seg_l == 1)), 3), "pcc": round(float(last["class_prior"][1]), 3),
             "pacc": round(float(est[1]), 3), "answer_prior": round(float(cal.prior[1]), 3),
             "answer": acc(cal(raw)), "answer_pacc": shifted(est),
             "em": {k: round(float(pi[1]), 3) for k, pi in em.items()},

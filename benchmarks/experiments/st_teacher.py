@@ -14,12 +14,9 @@ Protocol as `linear_start`: tuning seeds 100+, the benchmark's labelled draw, a 
 it hidden (fitted as unlabelled) and scored. Both variants run on the same split and seed. No label
 of an unlabelled point is read.
 """
-import collections
-import glob
 import json
 import os
 import sys
-from multiprocessing import Pool
 
 import numpy as np
 
@@ -52,18 +49,13 @@ def task(a):
     from sklearn.linear_model import LogisticRegression
 
     import deepseg.core.teacher as teacher
-    from benchmarks.experiments._oof import split_with_spy
+    from benchmarks.experiments._oof import hidden_third
     from deepseg import DeepSegmentationClassifier
-    from deepseg.core.safeguard import stratified_folds
     from deepseg.core.train import predict_proba
 
     if variant == "st":
         teacher.teacher_targets = _st_targets
-    X, y, lab, unl, _ = split_with_spy(ds, proto, seed)
-    hidden = lab[stratified_folds(y[lab], 3, seed) == 0]
-    seen = np.setdiff1d(lab, hidden)
-    ys = np.full(len(y), -1)
-    ys[seen] = y[seen]
+    X, y, seen, hidden, ys, _ = hidden_third(ds, proto, seed)
     clf = DeepSegmentationClassifier(random_state=seed).fit(X, ys)
     yh = y[hidden]
     last = clf.history_[-1]
@@ -79,48 +71,16 @@ def task(a):
     return path
 
 
-def safe_task(a):
-    try:
-        return task(a)
-    except Exception as e:  # noqa: BLE001 - one failed fit must not stop the others
-        print("FAILED", a, repr(e), flush=True)
-
-
 def run(seeds: list[int], datasets: list[str] | None = None) -> None:
-    from benchmarks import realdata
+    from benchmarks.experiments._oof import run_cells
 
-    os.makedirs(OUT, exist_ok=True)
-    names = datasets or list(realdata.DATASETS)
-    jobs = [(d, p, s, v) for s in seeds for p in (10, 100) for d in names for v in ("base", "st")]
-    with Pool(2, maxtasksperchild=1) as pool:
-        list(pool.imap_unordered(safe_task, jobs))
+    run_cells(task, OUT, seeds, datasets, variants=("base", "st"))
 
 
 def summary() -> None:
-    recs = [json.load(open(f)) for f in sorted(glob.glob(f"{OUT}/*.json"))]
-    cells = collections.defaultdict(dict)
-    for r in recs:
-        cells[(r["ds"], r["proto"])].setdefault(r["seed"], {})[r["variant"]] = r
-    keys = ("lr", "maj", "base start", "base", "st start", "st")
-    print(f"{'cell':22}{'n':>3}" + "".join(f"{k:>11}" for k in keys))
-    tot, diffs = collections.defaultdict(list), []
-    for cell, seeds in sorted(cells.items()):
-        pairs = [s for s in seeds.values() if len(s) == 2]
-        if not pairs:
-            continue
-        m = {"lr": np.mean([p["base"]["lr"] for p in pairs]), "maj": np.mean([p["base"]["maj"] for p in pairs]),
-             "base start": np.mean([p["base"]["start"] for p in pairs]),
-             "base": np.mean([p["base"]["answer"] for p in pairs]),
-             "st start": np.mean([p["st"]["start"] for p in pairs]), "st": np.mean([p["st"]["answer"] for p in pairs])}
-        diffs += [100 * (p["st"]["answer"] - p["base"]["answer"]) for p in pairs]
-        print(f"{cell[0] + ' ' + str(cell[1]):22}{len(pairs):3d}" + "".join(f"{100 * m[k]:11.2f}" for k in keys))
-        for k in keys:
-            tot[k].append(100 * m[k])
-    d = np.array(tot["st"]) - np.array(tot["base"])
-    print(f"{'mean':25}" + "".join(f"{np.mean(tot[k]):11.2f}" for k in keys))
-    print(f"st - base per cell {d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} ({len(d)} cells); "
-          f"per fit {np.mean(diffs):+.2f} ± {np.std(diffs, ddof=1) / np.sqrt(len(diffs)):.2f} ({len(diffs)} pairs); "
-          f"cells st > base {int((d > 0).sum())}, < {int((d < 0).sum())}")
+    from benchmarks.experiments._oof import paired_summary
+
+    paired_summary(OUT, "base", "st")
 
 
 if __name__ == "__main__":
