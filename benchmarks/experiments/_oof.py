@@ -99,3 +99,19 @@ def paired_summary(out: str, base: str, variant: str) -> None:
     print(f"{variant} - {base} per cell {d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} ({len(d)} cells); "
           f"per fit {np.mean(diffs):+.2f} ± {np.std(diffs, ddof=1) / np.sqrt(len(diffs)):.2f} ({len(diffs)} pairs); "
           f"cells {variant} > {base} {int((d > 0).sum())}, < {int((d < 0).sum())}")
+
+
+def scored(clf, X, y, seen: np.ndarray, hidden: np.ndarray) -> dict:
+    """The hidden third's accuracy of a fit's answer (`answer`) and of its start (`start`), of a
+    logistic regression on the seen labels (`lr`), the seen majority's rate (`maj`), the safeguard."""
+    from sklearn.linear_model import LogisticRegression
+
+    from deepseg.core.train import predict_proba
+
+    yh = y[hidden]
+    lr = LogisticRegression(max_iter=1000).fit(X[seen], y[seen])
+    return {"answer": float(np.mean(clf.predict(X[hidden]) == yh)),
+            "start": float(np.mean(predict_proba(clf.model_.supervised, X[hidden]).argmax(1) == yh)),
+            "lr": float(np.mean(lr.predict(X[hidden]) == yh)),
+            "maj": float(np.mean(yh == np.bincount(y[seen]).argmax())),
+            "safeguard": clf.history_[-1].get("safeguard")}

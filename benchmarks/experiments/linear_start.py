@@ -59,11 +59,8 @@ def task(a):
     path = f"{OUT}/{ds}-{proto}-{seed}-{variant}.json"
     if os.path.exists(path):
         return path
-    from sklearn.linear_model import LogisticRegression
-
-    from benchmarks.experiments._oof import hidden_third
+    from benchmarks.experiments._oof import hidden_third, scored
     from deepseg import DeepSegmentationClassifier
-    from deepseg.core.train import predict_proba
 
     _patch()
     X, y, seen, hidden, ys, _ = hidden_third(ds, proto, seed)
@@ -72,14 +69,7 @@ def task(a):
     _STATE.update(variant=variant, start_epochs=200,
                   U=np.asarray(X[np.sort(rng.choice(pool, min(len(pool), 5000), replace=False))], dtype=np.float32))
     clf = DeepSegmentationClassifier(random_state=seed).fit(X, ys)
-    yh = y[hidden]
-    last = clf.history_[-1]
-    rec = {"ds": ds, "proto": proto, "seed": seed, "variant": variant,
-           "answer": float(np.mean(clf.predict(X[hidden]) == yh)),
-           "start": float(np.mean(predict_proba(clf.model_.supervised, X[hidden]).argmax(1) == yh)),
-           "lr": float(np.mean(LogisticRegression(max_iter=1000).fit(X[seen], y[seen]).predict(X[hidden]) == yh)),
-           "maj": float(np.mean(yh == np.bincount(y[seen]).argmax())),
-           "safeguard": last.get("safeguard")}
+    rec = {"ds": ds, "proto": proto, "seed": seed, "variant": variant, **scored(clf, X, y, seen, hidden)}
     with open(path, "w") as f:
         json.dump(rec, f)
     print(ds, proto, seed, variant, rec["answer"], flush=True)

@@ -46,25 +46,16 @@ def task(a):
     path = f"{OUT}/{ds}-{proto}-{seed}-{variant}.json"
     if os.path.exists(path):
         return path
-    from sklearn.linear_model import LogisticRegression
-
     import deepseg.core.teacher as teacher
-    from benchmarks.experiments._oof import hidden_third
+    from benchmarks.experiments._oof import hidden_third, scored
     from deepseg import DeepSegmentationClassifier
-    from deepseg.core.train import predict_proba
 
     if variant == "st":
         teacher.teacher_targets = _st_targets
     X, y, seen, hidden, ys, _ = hidden_third(ds, proto, seed)
     clf = DeepSegmentationClassifier(random_state=seed).fit(X, ys)
-    yh = y[hidden]
-    last = clf.history_[-1]
-    rec = {"ds": ds, "proto": proto, "seed": seed, "variant": variant,
-           "answer": float(np.mean(clf.predict(X[hidden]) == yh)),
-           "start": float(np.mean(predict_proba(clf.model_.supervised, X[hidden]).argmax(1) == yh)),
-           "lr": float(np.mean(LogisticRegression(max_iter=1000).fit(X[seen], y[seen]).predict(X[hidden]) == yh)),
-           "maj": float(np.mean(yh == np.bincount(y[seen]).argmax())),
-           "safeguard": last.get("safeguard"), "teacher_s": last.get("linear_teacher_s")}
+    rec = {"ds": ds, "proto": proto, "seed": seed, "variant": variant, **scored(clf, X, y, seen, hidden),
+           "teacher_s": clf.history_[-1].get("linear_teacher_s")}
     with open(path, "w") as f:
         json.dump(rec, f)
     print(ds, proto, seed, variant, rec["answer"], flush=True)
