@@ -23,15 +23,18 @@ estimate instead. Synthetic users' labels are read to score; no real data set is
 """
 import json
 import sys
-from dataclasses import replace
+import os
+from dataclasses import asdict, replace
 
 import numpy as np
 from scipy.optimize import nnls
 
-from benchmarks.experiments.few_label_shift import SHARES, fitted
+from benchmarks.experiments.few_label_shift import SHARES, data, fitted, labelled
 from deepseg.core.prior import calibrated, em_prior, floor_prior, labeled_shares
 
 EM_STEPS = (1, 2, 3, 5, 10, 1000)
+#: Where each fit's captured probabilities go (set DEEPSEG_CAPTURES; unset: nowhere).
+CAPTURES = os.environ.get("DEEPSEG_CAPTURES")
 
 _CAP: dict = {}
 
@@ -48,7 +51,18 @@ def pacc(P_u: np.ndarray, P_oof: np.ndarray, y_l: np.ndarray, n_classes: int) ->
 
 def _spy():
     import deepseg.core.loop as loop
+    from deepseg.core.safeguard import CrossFit
+    from deepseg.core.train import predict_proba
 
+    supervised = CrossFit.supervised
+
+    def fold_nets_too(self):
+        # the fold networks' probabilities on the unlabelled users, before the safeguard iterates them
+        P = supervised(self)
+        _CAP["P_u_folds"] = np.stack([predict_proba(fit.net, _CAP["X_u"]) for fit in self._fits])
+        return P
+
+    CrossFit.supervised = fold_nets_too
     orig = loop.auto_class_prior
 
     def spy(P_u, P_oof, y_l, n_classes):
@@ -60,6 +74,8 @@ def _spy():
 
 def one(small: float, design: str, seed: int) -> dict:
     _spy()
+    X, seg = data(small, seed)
+    _CAP["X_u"] = np.delete(X, labelled(seg, design, seed), axis=0)  # the fit's unlabelled users, in order
     clf, raw, truth, lab = fitted(small, design, seed)
     last = clf.history_[-1]
     est = pacc(_CAP["P_u"], _CAP["P_oof"], _CAP["y_l"], _CAP["n_classes"])
@@ -71,6 +87,10 @@ def one(small: float, design: str, seed: int) -> dict:
     train = labeled_shares(_CAP["y_l"], _CAP["n_classes"])
     Q, _ = calibrated(_CAP["P_u"], _CAP["P_oof"], _CAP["y_l"], train)
     em = {k: floor_prior(em_prior(Q, train, max_iter=k)) for k in EM_STEPS}
+    if CAPTURES:  # for re-analysis without refitting: OutputCalibration(**calibration) re-shifts `raw`
+        os.makedirs(CAPTURES, exist_ok=True)
+        np.savez_compressed(f"{CAPTURES}/{small}-{design}-{seed}.npz", P_u=_CAP["P_u"], P_oof=_CAP["P_oof"],
+                            y_l=_CAP["y_l"], P_u_folds=_CAP["P_u_folds"], raw=raw, truth=truth, calibration=np.array(asdict(cal), dtype=object))
     return {"small": small, "design": design, "seed": seed, "true": round(float(truth.mean()), 3),
             "labelled": round(float(np.mean(seg_l == 1)), 3), "pcc": round(float(last["class_prior"][1]), 3),
             "pacc": round(float(est[1]), 3), "answer_prior": round(float(cal.prior[1]), 3),
