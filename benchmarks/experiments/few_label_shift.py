@@ -45,10 +45,9 @@ def labelled(seg: np.ndarray, design: str, seed: int) -> np.ndarray:
             return lab
 
 
-def fitted(small: float, design: str, seed: int):
+def fitted(X: np.ndarray, seg: np.ndarray, design: str, seed: int):
     """(the default fit, its raw EMA answer on the unlabelled users, their segments, the labelled
-    indices) for one (share, design, seed) of the module doc."""
-    X, seg = data(small, seed)
+    indices) for the users `data` gave and one (design, seed) of the module doc."""
     lab = labelled(seg, design, seed)
     y = np.full(len(seg), -1)
     y[lab] = seg[lab]
@@ -60,7 +59,7 @@ def fitted(small: float, design: str, seed: int):
 
 
 def one(small: float, design: str, seed: int) -> dict:
-    clf, raw, truth, lab = fitted(small, design, seed)
+    clf, raw, truth, lab = fitted(*data(small, seed), design, seed)
     last = clf.history_[-1]
     cal = clf.model_.ensemble.calibration
     gated = cal if last["label_shift"] else replace(cal, prior=cal.train_prior)

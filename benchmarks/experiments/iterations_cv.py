@@ -28,26 +28,28 @@ _CAP: dict = {}
 
 
 def _patch() -> None:
-    import torch
-
+    """Keep each fold's snapshots as the library's `CrossFit.deep_segmentation` iterates them, and
+    their EMA after k = 1..n_iter iterations on the held-out fold."""
     from deepseg.core import safeguard
     from deepseg.core.pseudo import EMAEnsemble
-    from deepseg.core.sparse import as_float32, vstack
+
+    library = safeguard.CrossFit.deep_segmentation
 
     def deep_segmentation(self, unlabeled, iterate, ema_decay):
-        P = None
-        for fit in self._fits:
-            X_u = as_float32(vstack([unlabeled, self.X_l[fit.held]]))
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(fit.seed + 1)
-                snapshots = iterate(fit.net, fit.optimizer, self.X_l[~fit.held], self.y_l[~fit.held], X_u, fit.seed)
+        per_fold = []  # the folds are iterated in the order of self._fits
+
+        def recording(*args):
+            per_fold.append(iterate(*args))
+            return per_fold[-1]
+
+        P_last = library(self, unlabeled, recording, ema_decay)
+        P = np.zeros((len(per_fold[0]), len(self.y_l), self.n_classes))
+        for fit, snapshots in zip(self._fits, per_fold):
             ens = EMAEnsemble(snapshots, ema_decay)
-            if P is None:
-                P = np.zeros((len(snapshots), len(self.y_l), self.n_classes))
             for k in range(1, len(snapshots) + 1):
                 P[k - 1, fit.held] = ens(self.X_l[fit.held], k)
         _CAP["oof_k"] = P
-        return P[-1]
+        return P_last
 
     safeguard.CrossFit.deep_segmentation = deep_segmentation
 

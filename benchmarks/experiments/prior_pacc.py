@@ -49,12 +49,15 @@ def pacc(P_u: np.ndarray, P_oof: np.ndarray, y_l: np.ndarray, n_classes: int) ->
     return pi / pi.sum()
 
 
-def _spy():
+def _spy() -> None:
+    """Capture what the fit's prior is estimated from (once per process: the patches stay)."""
     import deepseg.core.loop as loop
     from deepseg.core.safeguard import CrossFit
     from deepseg.core.train import predict_proba
 
-    supervised = CrossFit.supervised
+    if _CAP.get("patched"):
+        return
+    supervised, estimate = CrossFit.supervised, loop.auto_class_prior
 
     def fold_nets_too(self):
         # the fold networks' probabilities on the unlabelled users, before the safeguard iterates them
@@ -62,21 +65,19 @@ def _spy():
         _CAP["P_u_folds"] = np.stack([predict_proba(fit.net, _CAP["X_u"]) for fit in self._fits])
         return P
 
-    CrossFit.supervised = fold_nets_too
-    orig = loop.auto_class_prior
-
     def spy(P_u, P_oof, y_l, n_classes):
         _CAP.update(P_u=P_u, P_oof=P_oof, y_l=y_l, n_classes=n_classes)
-        return orig(P_u, P_oof, y_l, n_classes)
+        return estimate(P_u, P_oof, y_l, n_classes)
 
-    loop.auto_class_prior = spy
+    CrossFit.supervised, loop.auto_class_prior = fold_nets_too, spy
+    _CAP["patched"] = True
 
 
 def one(small: float, design: str, seed: int) -> dict:
     _spy()
     X, seg = data(small, seed)
     _CAP["X_u"] = np.delete(X, labelled(seg, design, seed), axis=0)  # the fit's unlabelled users, in order
-    clf, raw, truth, lab = fitted(small, design, seed)
+    clf, raw, truth, lab = fitted(X, seg, design, seed)
     last = clf.history_[-1]
     est = pacc(_CAP["P_u"], _CAP["P_oof"], _CAP["y_l"], _CAP["n_classes"])
     cal = clf.model_.ensemble.calibration

@@ -18,7 +18,7 @@ import numpy as np
 from scipy.special import log_softmax
 
 import deepseg.core.loop as loop
-from benchmarks.experiments.few_label_shift import fitted, main
+from benchmarks.experiments.few_label_shift import data, fitted, main
 from deepseg.core.calibration import LOG_TAU_BOUNDS, MAX_ANSWER_LOG_TAU, _log
 
 SHARES = (0.3, 0.15, 0.07)
@@ -47,7 +47,7 @@ def one_se_tau(P_oof, y, train_prior) -> float:
 
 def one(small: float, design: str, seed: int) -> dict:
     _seen.clear()
-    clf, raw, truth, _ = fitted(small, design, seed)
+    clf, raw, truth, _ = fitted(*data(small, seed), design, seed)
     cal = clf.model_.ensemble.calibration
     tau = one_se_tau(_seen["P_oof"], _seen["y"], _seen["train_prior"])
     acc = lambda P: float(np.mean(np.argmax(P, axis=1) == truth))
