@@ -17,17 +17,19 @@ imbalanced population):
 
 With few labelled users (`few_labels`: some segment has at most AUTO_LABELS_PER_CLASS, the boundary
 of the other "auto" rules) the answer is instead *anchored* at the labelled shares, so that the prior
-weighs in as the evidence weakens, and shifted to the estimated prior π, both without a test: the
-boundary's bias is expected there, and no test on so few users could show it or a shift:
+weighs in as the evidence weakens, without a test: the boundary's bias is expected there, and no test
+on so few users could show it. There the shift to the estimated prior π, too, needs no test after a
+fixed-number survey (as many labelled users in every segment,
+:func:`deepseg.core.prior.answer_prior`):
 
     anchored:  p̃(k | x) ∝ exp(τ · (log p(k | x) - log π_l,k) + log π_k)
 
-Above, each move needs evidence at EVIDENCE_ALPHA: the bias where a likelihood-ratio test of τ and b
-against τ alone rejects (`bias_lr_pvalue`; otherwise τ alone, which changes no segment, Guo et al.
-2017), the shift where a χ² test rejects the labelled shares against the estimated prior
-(:func:`deepseg.core.prior.label_shift_pvalue`; otherwise π = π_l). τ is at most 1: a few labelled
-users that the folds happen to separate perfectly would otherwise push it to its bound and every
-propensity to 0 or 1. Only labelled users are read.
+Otherwise each move needs evidence at EVIDENCE_ALPHA: the bias, above few labels, where a
+likelihood-ratio test of τ and b against τ alone rejects (`bias_lr_pvalue`; otherwise τ alone, which
+changes no segment, Guo et al. 2017), the shift where a χ² test rejects the labelled shares against
+the estimated prior (:func:`deepseg.core.prior.label_shift_pvalue`; otherwise π = π_l). τ is at
+most 1: a few labelled users that the folds happen to separate perfectly would otherwise push it to
+its bound and every propensity to 0 or 1. Only labelled users are read.
 
 Models saved before format version 4 have no bias; those of version 2 are anchored. Format 3's rule
 anchored above 10 labelled users too, where a χ² test of the out-of-fold segment counts rejected the

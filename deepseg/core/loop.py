@@ -373,8 +373,7 @@ class _Safeguard:
             return None, {"calibration": "skipped: " + TOO_FEW}
         P_oof = self._oof if kept_start else self._deepseg_out_of_fold(prior)
         few = few_labels(self.y_l, self.n_classes)
-        shifted = prior if few else answer_prior(self.config.class_prior, prior, self.prior_record, self.y_l,
-                                                 self.n_classes)
+        shifted = answer_prior(self.config.class_prior, prior, self.prior_record, self.y_l, self.n_classes, few)
         calibration, record = fit_answer_calibration(
             P_oof, self.y_l, floor_prior(labeled_shares(self.y_l, self.n_classes)), shifted, few)
         log.info("calibration: temperature %.3g, %s, answer's class prior %s", calibration.temperature,

@@ -179,9 +179,10 @@ PARAMS: tuple[Param, ...] = (
           "safeguard_unlabeled_size"),
     Param("calibration", "cv", (StrOptions({"cv", "none"}),),
           '"cv": a temperature fitted on out-of-fold probabilities of the labelled users; the answer anchored at '
-          "the labelled shares and shifted to the class prior where some segment has at most 10 labelled users; "
-          "elsewhere a per-class bias where a likelihood-ratio test at 5% shows one, and the shift where a "
-          "chi-squared test at 5% does (deepseg.core.calibration; the decisions in the last history entry); "
+          "the labelled shares where some segment has at most 10 labelled users, elsewhere a per-class bias where "
+          "a likelihood-ratio test at 5% shows one; the answer shifted to the class prior where a chi-squared "
+          "test at 5% rejects the labelled shares, or without a test where few labelled users hold as many of "
+          "every segment (deepseg.core.calibration; the decisions in the last history entry); "
           '"none": the EMA as it is.', "calibration", patent="none"),
     # the answer (patent [0107])
     Param("ema_decay", 0.5, _fraction(), "Decay rho of the moving average of g(f(x)) over iterations.",

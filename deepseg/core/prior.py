@@ -12,12 +12,15 @@ start is weak, its calibrated probabilities nearly flat, and the likelihood so f
 a corner of the simplex on 6 of 13 real data sets (benchmarks/experiments/prior_safeguard.py), where
 one step stays between the labelled shares and what the start sees.
 
-Above a few labelled users per segment (:func:`deepseg.core.calibration.few_labels`) the answer is
-shifted from the labelled shares to the estimate only where the labelled shares contradict it: a χ²
-goodness-of-fit test of the labelled class counts against the estimate (`label_shift_pvalue`) must
-reject at SHIFT_ALPHA. A survey drawn in proportion to the segments then keeps its own shares, an
-unbiased estimate that the start's errors cannot bend, while a fixed number per segment of an
-imbalanced population is corrected. The iterations' balance target is the estimate either way: a
+The answer is shifted from the labelled shares to the estimate only where the labelled shares
+contradict it: a χ² goodness-of-fit test of the labelled class counts against the estimate
+(`label_shift_pvalue`) must reject at SHIFT_ALPHA. A survey drawn in proportion to the segments then
+keeps its own shares, an unbiased estimate that the start's errors cannot bend, while a fixed number
+per segment of an imbalanced population is corrected. With a few labelled users in some segment
+(:func:`deepseg.core.calibration.few_labels`) no test can show that shift; there the answer shifts
+without a test where the labelled users hold as many users of every segment (`fixed_per_segment`),
+the mark of a fixed-number survey, and keeps the test otherwise (synthetic users,
+docs/tuning-log.md). The iterations' balance target is the estimate either way: a
 soft target, not a decision. No label of an unlabelled user is read.
 """
 
@@ -118,11 +121,21 @@ def auto_class_prior(P_u: np.ndarray, P_oof: np.ndarray | None, y_l: np.ndarray,
     return estimate, {"prior_temperature": tau, "label_shift_p": p, "label_shift": bool(p < SHIFT_ALPHA)}
 
 
-def answer_prior(rule: Any, prior: np.ndarray, record: dict, y_l: np.ndarray, n_classes: int) -> np.ndarray:
-    """The prior the answer is shifted to above a few labelled users per segment: for "auto" the
-    estimate `prior` only where the χ² test rejected the labelled shares (`record`), else the
-    labelled shares; any other rule's prior as is."""
-    if isinstance(rule, str) and rule == "auto" and not record.get("label_shift", False):
+def fixed_per_segment(y_l: np.ndarray, n_classes: int) -> bool:
+    """Whether the labelled users hold the same number of users of every segment: the mark of a
+    survey that drew a fixed number per segment, whose shares say nothing of the population's."""
+    counts = np.bincount(np.asarray(y_l, dtype=np.int64), minlength=n_classes)[:n_classes]
+    return bool(counts.min() == counts.max())
+
+
+def answer_prior(rule: Any, prior: np.ndarray, record: dict, y_l: np.ndarray, n_classes: int,
+                 few: bool = False) -> np.ndarray:
+    """The prior the answer is shifted to: for "auto" the estimate `prior` where the χ² test
+    rejected the labelled shares (`record`), or without a test where there are `few` labelled users
+    and as many of every segment (:func:`fixed_per_segment`: no test on so few could show the shift
+    such a survey implies); else the labelled shares. Any other rule's prior as is."""
+    if isinstance(rule, str) and rule == "auto" and not record.get("label_shift", False) \
+            and not (few and fixed_per_segment(y_l, n_classes)):
         return floor_prior(labeled_shares(y_l, n_classes))
     return prior
 

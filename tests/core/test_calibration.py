@@ -126,10 +126,11 @@ def test_few_labels_is_some_segment_with_at_most_ten_labelled_users():
 
 @pytest.mark.parametrize("per_class, anchored", [(5, True), (40, False)])
 def test_few_labels_anchor_and_shift_without_a_test_many_need_evidence(per_class, anchored):
-    """Two well separated segments of 90/10, labelled `per_class` each: with 5 per segment the
-    answer is anchored and shifted to the estimated prior whatever the tests say; with 40, whose
-    out-of-fold counts match the labelled ones, it is neither anchored nor (the labelled shares
-    being ½ against an estimate near 0.9, a clear shift) left at the labelled shares."""
+    """Two well separated segments of 90/10, labelled `per_class` each: with 5 per segment (a
+    fixed-number survey) the answer is anchored and shifted to the estimated prior whatever the
+    tests say; with 40, whose out-of-fold counts match the labelled ones, it is neither anchored
+    nor (the labelled shares being ½ against an estimate near 0.9, a clear shift) left at the
+    labelled shares."""
     rng = np.random.default_rng(0)
     y_true = (rng.random(4000) < 0.1).astype(int)
     X = rng.normal(0, 1, (4000, 4)) + 3 * y_true[:, None]
@@ -142,6 +143,23 @@ def test_few_labels_anchor_and_shift_without_a_test_many_need_evidence(per_class
     assert last["calibration_anchored"] is anchored
     np.testing.assert_allclose(clf.model_.ensemble.calibration.prior, last["class_prior"])
     assert last["class_prior"][0] > 0.7
+
+
+def test_few_labels_drawn_at_random_keep_their_shares_without_evidence():
+    """The same 90/10 users, 20 labelled at random (17 and 3): the answer is anchored, and its prior
+    stays at the labelled shares unless the χ² test rejects them against the estimate."""
+    rng = np.random.default_rng(0)
+    y_true = (rng.random(4000) < 0.1).astype(int)
+    X = rng.normal(0, 1, (4000, 4)) + 3 * y_true[:, None]
+    y = np.full(4000, -1)
+    for k, n in ((0, 17), (1, 3)):
+        y[rng.choice(np.flatnonzero(y_true == k), n, replace=False)] = k
+    clf = DeepSegmentationClassifier(random_state=0, **SMALL).fit(X, y)
+    last = clf.history_[-1]
+    assert last["calibration_rule"] == "few labels" and last["calibration_anchored"]
+    expected = last["class_prior"] if last["label_shift"] else [0.85, 0.15]
+    np.testing.assert_allclose(clf.model_.ensemble.calibration.prior, expected)
+    assert not last["label_shift"]  # 0.85 against an estimate near 0.9: no evidence of a shift
 
 
 def test_the_anchored_temperature_is_fitted_in_its_own_form():

@@ -8,6 +8,7 @@ import torch
 from deepseg import DeepSegmentationClassifier
 from deepseg.core.ovr import fit_ovr_tsvm
 from deepseg.core.prior import (MIN_PRIOR, SHIFT_ALPHA, answer_prior, auto_class_prior, calibrated, check_class_prior, em_prior,
+                                fixed_per_segment,
                                 estimate_class_prior, label_shift_pvalue, labeled_shares, resolve_class_prior)
 from deepseg.core.pseudo import balancing_weights
 from deepseg.core.safeguard import DEEPSEG, START, cv_possible, decide, stratified_folds
@@ -82,6 +83,28 @@ def test_labelled_users_drawn_in_proportion_keep_their_shares_in_the_answer():
     np.testing.assert_allclose(answer_prior([0.6, 0.4], np.array([0.6, 0.4]), {}, y_l, 2), [0.6, 0.4])
 
 
+def test_a_fixed_number_per_segment_is_equal_labelled_counts():
+    assert fixed_per_segment(np.array([0] * 10 + [1] * 10), 2)
+    assert fixed_per_segment(np.array([0, 1, 2, 2, 1, 0]), 3)
+    assert not fixed_per_segment(np.array([0] * 17 + [1] * 3), 2)
+    assert not fixed_per_segment(np.array([0, 1, 0, 1]), 3)  # a segment nobody labelled
+
+
+def test_few_labels_shift_without_a_test_only_after_a_fixed_number_per_segment():
+    """With a few labelled users in some segment, the answer takes the estimate whatever the test
+    says after a fixed-number survey (equal counts), and keeps the labelled shares of a random
+    draw (unequal counts) unless the χ² test rejects them."""
+    estimate, kept = np.array([0.66, 0.34]), {"label_shift": False}
+    random_draw, quota = np.array([0] * 17 + [1] * 3), np.array([0] * 10 + [1] * 10)
+    np.testing.assert_allclose(answer_prior("auto", estimate, kept, quota, 2, few=True), estimate)
+    np.testing.assert_allclose(answer_prior("auto", estimate, kept, random_draw, 2, few=True), [0.85, 0.15])
+    np.testing.assert_allclose(answer_prior("auto", estimate, {"label_shift": True}, random_draw, 2, few=True),
+                               estimate)
+    np.testing.assert_allclose(answer_prior("auto", estimate, kept, quota, 2, few=False), [0.5, 0.5])
+    np.testing.assert_allclose(answer_prior("uniform", np.array([0.5, 0.5]), kept, random_draw, 2, few=True),
+                               [0.5, 0.5])
+
+
 def test_the_label_shift_test_is_the_chi_squared_goodness_of_fit():
     from scipy.stats import chisquare
 
@@ -134,7 +157,8 @@ def test_class_prior_reaches_the_config_and_is_recorded(moons):
     last = auto.history_[-1]
     assert sum(last["class_prior"]) == pytest.approx(1.0) and last["prior_temperature"] > 0
     assert 0 <= last["label_shift_p"] <= 1
-    shifted = last["label_shift"] or last["calibration_rule"] == "few labels"
+    shifted = last["label_shift"] or (last["calibration_rule"] == "few labels"
+                                      and fixed_per_segment(y[y >= 0], 2))
     expected = last["class_prior"] if shifted else labeled_shares(y[y >= 0], 2)
     np.testing.assert_allclose(last["calibration_prior"], expected)
     np.testing.assert_allclose(auto.model_.ensemble.calibration.prior, expected)
