@@ -101,6 +101,42 @@ def paired_summary(out: str, base: str, variant: str) -> None:
           f"cells {variant} > {base} {int((d > 0).sum())}, < {int((d < 0).sum())}")
 
 
+def variants_summary(out: str, base: str, shifted: tuple[str, ...] = ()) -> None:
+    """Per cell, the means of the hidden-third accuracies `acc` of a one-fit-many-answers run's
+    records in `out`, then each answer against `base`: per cell, per fit, and (`shifted`: data
+    sets whose quota surveys the hidden third cannot judge) on those and the other cells apart."""
+    import collections
+    import glob
+    import json
+
+    recs = [json.load(open(f)) for f in sorted(glob.glob(f"{out}/*.json"))]
+    cells = collections.defaultdict(list)
+    for r in recs:
+        cells[(r["ds"], r["proto"])].append(r)
+    names = list(recs[0]["acc"])
+    print(f"{'cell':22}{'n':>3}" + "".join(f"{n[:16]:>18}" for n in names))
+    per, fits = collections.defaultdict(list), collections.defaultdict(list)
+    for cell, rs in sorted(cells.items()):
+        row = {n: 100 * np.mean([r["acc"][n] for r in rs]) for n in names}
+        for n in names:
+            per[n].append(row[n])
+            fits[n] += [100 * r["acc"][n] for r in rs]
+        print(f"{cell[0] + ' ' + str(cell[1]):22}{len(rs):3d}" + "".join(f"{row[n]:18.2f}" for n in names))
+    print(f"{'mean':25}" + "".join(f"{np.mean(per[n]):18.2f}" for n in names))
+    mask = np.array([c[0] in shifted for c in sorted(cells)])
+    for n in names:
+        if n == base:
+            continue
+        d, df = np.array(per[n]) - np.array(per[base]), np.array(fits[n]) - np.array(fits[base])
+        line = (f"{n:22} - {base}: {d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} per cell, "
+                f"{df.mean():+.2f} ± {df.std(ddof=1) / np.sqrt(len(df)):.2f} per fit ({len(df)}); "
+                f"cells up {int((d > 0).sum())}, down {int((d < 0).sum())}")
+        for label, m in (("quota on imbalanced", mask), ("others", ~mask)):
+            if m.sum() > 1:
+                line += f"; {label} {d[m].mean():+.2f} ± {d[m].std(ddof=1) / np.sqrt(m.sum()):.2f}"
+        print(line)
+
+
 def scored(clf, X, y, seen: np.ndarray, hidden: np.ndarray) -> dict:
     """The hidden third's accuracy of a fit's answer (`answer`) and of its start (`start`), of a
     logistic regression on the seen labels (`lr`), the seen majority's rate (`maj`), the safeguard."""

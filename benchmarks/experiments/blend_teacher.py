@@ -17,8 +17,6 @@ third follows the labelled shares, so in the 10/class and 100/class cells of imb
 favours answers that keep them (the linear models) over the answer's shift to the estimated prior:
 compare the blends with each other and judge the answer against them per cell with that in mind.
 """
-import collections
-import glob
 import json
 import os
 import sys
@@ -75,30 +73,9 @@ def run(seeds: list[int], datasets: list[str] | None = None) -> None:
 
 
 def summary() -> None:
-    recs = [json.load(open(f)) for f in sorted(glob.glob(f"{OUT}/*.json"))]
-    cells = collections.defaultdict(list)
-    for r in recs:
-        cells[(r["ds"], r["proto"])].append(r)
-    names = list(recs[0]["acc"])
-    print(f"{'cell':22}{'n':>3}" + "".join(f"{n[:16]:>18}" for n in names))
-    per = collections.defaultdict(list)
-    for cell, rs in sorted(cells.items()):
-        row = {n: 100 * np.mean([r["acc"][n] for r in rs]) for n in names}
-        for n in names:
-            per[n].append(row[n])
-        print(f"{cell[0] + ' ' + str(cell[1]):22}{len(rs):3d}" + "".join(f"{row[n]:18.2f}" for n in names))
-    print(f"{'mean':25}" + "".join(f"{np.mean(per[n]):18.2f}" for n in names))
-    base = np.array(per["deepseg"])
-    # quota surveys of binary populations at 65-74%: the hidden third is balanced, the answer shifts
-    shifted = np.array([c[0] in SHIFTED for c in sorted(cells)])
-    for n in names[1:]:
-        d = np.array(per[n]) - base
-        line = f"{n:22} - deepseg: {d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} per cell; " \
-               f"cells up {int((d > 0).sum())}, down {int((d < 0).sum())}"
-        for label, mask in (("quota on imbalanced", shifted), ("others", ~shifted)):
-            if mask.sum() > 1:
-                line += f"; {label} {d[mask].mean():+.2f} ± {d[mask].std(ddof=1) / np.sqrt(mask.sum()):.2f}"
-        print(line)
+    from benchmarks.experiments._oof import variants_summary
+
+    variants_summary(OUT, "deepseg", SHIFTED)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ it hidden (fitted as unlabelled) and scored. No label of an unlabelled point is 
 third follows the labelled shares; see `blend_teacher` for what that means for the quota surveys
 of imbalanced sets.
 """
-import collections
-import glob
 import json
 import os
 import sys
@@ -100,34 +98,9 @@ def run(seeds: list[int], datasets: list[str] | None = None) -> None:
 
 
 def summary() -> None:
-    recs = [json.load(open(f)) for f in sorted(glob.glob(f"{OUT}/*.json"))]
-    cells = collections.defaultdict(list)
-    for r in recs:
-        cells[(r["ds"], r["proto"])].append(r)
-    names = list(recs[0]["acc"])
-    print(f"{'cell':22}{'n':>3}" + "".join(f"{n:>13}" for n in names))
-    per = collections.defaultdict(list)
-    fits = collections.defaultdict(list)
-    for cell, rs in sorted(cells.items()):
-        row = {n: 100 * np.mean([r["acc"][n] for r in rs]) for n in names}
-        for n in names:
-            per[n].append(row[n])
-            fits[n] += [100 * r["acc"][n] for r in rs]
-        print(f"{cell[0] + ' ' + str(cell[1]):22}{len(rs):3d}" + "".join(f"{row[n]:13.2f}" for n in names))
-    print(f"{'mean':25}" + "".join(f"{np.mean(per[n]):13.2f}" for n in names))
-    base, base_fits = np.array(per["w=1.0"]), np.array(fits["w=1.0"])
-    shifted = np.array([c[0] in SHIFTED for c in sorted(cells)])
-    for n in names:
-        if n == "w=1.0":
-            continue
-        d, df = np.array(per[n]) - base, np.array(fits[n]) - base_fits
-        line = (f"{n:12} - answer: {d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} per cell, "
-                f"{df.mean():+.2f} ± {df.std(ddof=1) / np.sqrt(len(df)):.2f} per fit ({len(df)}); "
-                f"cells up {int((d > 0).sum())}, down {int((d < 0).sum())}")
-        for label, mask in (("quota on imbalanced", shifted), ("others", ~shifted)):
-            if mask.sum() > 1:
-                line += f"; {label} {d[mask].mean():+.2f} ± {d[mask].std(ddof=1) / np.sqrt(mask.sum()):.2f}"
-        print(line)
+    from benchmarks.experiments._oof import variants_summary
+
+    variants_summary(OUT, "w=1.0", SHIFTED)
 
 
 if __name__ == "__main__":
