@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 OUT = "/tmp/exp/graph"
 BASE = "/tmp/exp/folds"
@@ -70,8 +70,6 @@ class GraphTeacher:
 def _patch() -> None:
     """The loop's pseudo-labeler with the graph factor: the graph is fitted on what each
     iteration's TSVMs are fitted on (f's embedding of the labelled users and the sample)."""
-    from dataclasses import dataclass as dc, field
-
     import torch
 
     import deepseg.core.loop as loop
@@ -84,7 +82,7 @@ def _patch() -> None:
         seen.update(Z_l=Z_l, y_l=y_l, Z_u=Z_u, n_classes=n_classes, seed=seed)
         return fit_ovr_tsvm(Z_l, y_l, Z_u, n_classes, *args, seed=seed, **kwargs)
 
-    @dc
+    @dataclass
     class Labeler(loop.PseudoLabeler):
         graph: GraphTeacher | None = field(default=None)
 
