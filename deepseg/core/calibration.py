@@ -29,9 +29,17 @@ likelihood-ratio test of τ and b against τ alone rejects (`bias_lr_pvalue`; ot
 changes no segment, Guo et al. 2017), the shift where a χ² test rejects the labelled shares against
 the estimated prior (:func:`deepseg.core.prior.label_shift_pvalue`; otherwise π = π_l). τ is at
 most 1: a few labelled users that the folds happen to separate perfectly would otherwise push it to
-its bound and every propensity to 0 or 1. Only labelled users are read.
+its bound and every propensity to 0 or 1.
 
-Models saved before format version 4 have no bias; those of version 2 are anchored. Format 3's rule
+The answer does not rest on the best τ alone: it is averaged over τ's posterior (Bayesian model
+averaging), each τ on a grid of log τ over those bounds weighted by the out-of-fold likelihood of the
+labelled users under it (a uniform prior on log τ). Many labelled users pin τ down and the answer
+is the best fit's; two or three of a segment cannot, and the answer leans towards the prior instead
+of resting on a τ they chose by chance (the proportional 10×c fits below the majority rate had
+moderate τ, docs/tuning-log.md). Only labelled users are read.
+
+Models saved before format version 5 have τ alone, before version 4 no bias; those of version 2 are
+anchored. Format 3's rule
 anchored above 10 labelled users too, where a χ² test of the out-of-fold segment counts rejected the
 labelled counts (docs/tuning-log.md).
 """
@@ -54,6 +62,12 @@ MAX_ANSWER_LOG_TAU = 0.0
 
 #: σ of the Gaussian prior on the per-class bias of :func:`fit_temperature_and_bias` (log-odds).
 BIAS_PRIOR_STD = 1.0
+
+#: log τ at which the answer's posterior over τ is evaluated: the answer's bounds, in steps of 0.1.
+POSTERIOR_LOG_TAU = np.linspace(LOG_TAU_BOUNDS[0], MAX_ANSWER_LOG_TAU, 51)
+
+#: Posterior weights below this share of the largest are dropped: their answers add nothing.
+POSTERIOR_WEIGHT_FLOOR = 1e-4
 
 #: Level of the χ² tests that let the calibration move users between segments (module doc).
 EVIDENCE_ALPHA = 0.05
@@ -115,6 +129,9 @@ class OutputCalibration:
     prior: tuple[float, ...]  # π: the class prior of the unlabelled users
     anchored: bool = False  # see the module doc; models saved in format version 2 are anchored
     bias: tuple[float, ...] = ()  # b, one per class (format version 4); () is 0
+    # τ averaged over its posterior (format version 5): the answer is Σ_i w_i · softmax(at τ_i); () is τ alone
+    temperatures: tuple[float, ...] = ()
+    weights: tuple[float, ...] = ()
 
     @classmethod
     def fit(cls, P_oof: np.ndarray, y: np.ndarray, train_prior, prior, anchored: bool) -> "OutputCalibration":
@@ -131,30 +148,54 @@ class OutputCalibration:
         return cls(tau, tuple(map(float, train_prior)), tuple(map(float, prior)), False, tuple(map(float, bias)))
 
     def __call__(self, P: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(P), axis=1).astype(np.asarray(P).dtype, copy=False)
+        if not self.temperatures:
+            return softmax(self.logits(P), axis=1).astype(np.asarray(P).dtype, copy=False)
+        A, B = self._terms(P)
+        Q = sum(w * softmax(t * A + B, axis=1) for t, w in zip(self.temperatures, self.weights))
+        return Q.astype(np.asarray(P).dtype, copy=False)
 
-    def logits(self, P: np.ndarray) -> np.ndarray:
-        """The calibrated log-probabilities of `P`, up to a constant per row."""
+    def _terms(self, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(A, B) with the calibrated logits τ·A + B of `P`, up to a constant per row."""
         log_train = _log(self.train_prior)
         if self.anchored:
-            logits = self.temperature * (_log(P) - log_train) + _log(self.prior)
+            A, B = _log(P) - log_train, _log(self.prior)
         else:
-            logits = self.temperature * _log(P) + _log(self.prior) - log_train
-        return logits + np.asarray(self.bias) if self.bias else logits
+            A, B = _log(P), _log(self.prior) - log_train
+        return A, (B + np.asarray(self.bias) if self.bias else B)
+
+    def logits(self, P: np.ndarray) -> np.ndarray:
+        """The calibrated log-probabilities of `P` at τ = `temperature`, up to a constant per row."""
+        A, B = self._terms(P)
+        return self.temperature * A + B
+
+    def averaged(self, P_oof: np.ndarray, y: np.ndarray) -> "OutputCalibration":
+        """This calibration with τ averaged over its posterior (module doc): each τ of
+        POSTERIOR_LOG_TAU weighted by the out-of-fold likelihood of the labelled users `y` under it,
+        before any prior shift; `temperature` becomes the posterior mean of log τ, exponentiated."""
+        y = np.asarray(y, dtype=np.int64)
+        A, B = replace(self, prior=self.train_prior)._terms(P_oof)
+        ll = np.array([log_softmax(np.exp(t) * A + B, axis=1)[np.arange(len(y)), y].sum() for t in POSTERIOR_LOG_TAU])
+        w = np.exp(ll - ll.max())
+        keep = w >= POSTERIOR_WEIGHT_FLOOR
+        w, log_tau = w[keep] / w[keep].sum(), POSTERIOR_LOG_TAU[keep]
+        return replace(self, temperature=float(np.exp(w @ log_tau)), temperatures=tuple(map(float, np.exp(log_tau))),
+                       weights=tuple(map(float, w)))
 
     def to_dict(self) -> dict:
         return {"temperature": self.temperature, "train_prior": list(self.train_prior), "prior": list(self.prior),
-                "anchored": self.anchored, "bias": list(self.bias)}
+                "anchored": self.anchored, "bias": list(self.bias), "temperatures": list(self.temperatures),
+                "weights": list(self.weights)}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "OutputCalibration | None":
         """From :meth:`to_dict`; a dict without "anchored" (format version 2) has the anchored form,
-        one without "bias" (versions 2 and 3) no bias."""
+        one without "bias" (versions 2 and 3) no bias, one without "temperatures" (versions 2-4) τ alone."""
         if data is None:
             return None
+        floats = lambda key: tuple(map(float, data.get(key, ())))
         return cls(float(data["temperature"]), tuple(map(float, data["train_prior"])),
-                   tuple(map(float, data["prior"])), bool(data.get("anchored", True)),
-                   tuple(map(float, data.get("bias", ()))))
+                   tuple(map(float, data["prior"])), bool(data.get("anchored", True)), floats("bias"),
+                   floats("temperatures"), floats("weights"))
 
 
 def bias_lr_pvalue(P_oof: np.ndarray, y: np.ndarray, plain: OutputCalibration, biased: OutputCalibration) -> float:
@@ -175,11 +216,15 @@ def fit_answer_calibration(P_oof: np.ndarray, y: np.ndarray, train_prior, prior,
                            ) -> tuple[OutputCalibration, dict]:
     """The answer's calibration from the out-of-fold `P_oof` of the labelled users `y` (module doc)
     and its history record: with `few` labelled users anchored at `train_prior`; otherwise τ alone,
-    or τ and the bias b where the likelihood-ratio test rejects τ alone at EVIDENCE_ALPHA. The answer
-    is shifted from `train_prior` to `prior` either way."""
+    or τ and the bias b where the likelihood-ratio test rejects τ alone at EVIDENCE_ALPHA; then τ
+    averaged over its posterior (the record keeps the best fit's τ too). The answer is shifted from
+    `train_prior` to `prior` either way."""
     if few:
-        return OutputCalibration.fit(P_oof, y, train_prior, prior, anchored=True), {"calibration_rule": "few labels"}
+        cal = OutputCalibration.fit(P_oof, y, train_prior, prior, anchored=True)
+        return cal.averaged(P_oof, y), {"calibration_rule": "few labels", "calibration_temperature_fit": cal.temperature}
     plain = OutputCalibration.fit(P_oof, y, train_prior, prior, anchored=False)
     biased = OutputCalibration.fit_bias(P_oof, y, train_prior, prior)
     p = bias_lr_pvalue(P_oof, y, plain, biased)
-    return (biased if p < EVIDENCE_ALPHA else plain), {"calibration_rule": "evidence", "calibration_bias_p": p}
+    cal = biased if p < EVIDENCE_ALPHA else plain
+    return cal.averaged(P_oof, y), {"calibration_rule": "evidence", "calibration_bias_p": p,
+                                    "calibration_temperature_fit": cal.temperature}

@@ -100,7 +100,7 @@ def test_without_evidence_of_a_bias_the_temperature_alone_changes_no_segment():
     pi = floor_prior(labeled_shares(y, 3))
     cal, record = fit_answer_calibration(P, y, pi, pi, few=False)
     assert record["calibration_bias_p"] >= EVIDENCE_ALPHA and cal.bias == ()
-    assert cal.temperature == pytest.approx(fit_temperature(P, y, np.full(3, 1 / 3), 0.0))
+    assert record["calibration_temperature_fit"] == pytest.approx(fit_temperature(P, y, np.full(3, 1 / 3), 0.0))
     np.testing.assert_array_equal(cal(P).argmax(1), P.argmax(1))
 
 
@@ -116,6 +116,41 @@ def test_a_biased_calibration_survives_to_dict_and_from_dict():
     assert OutputCalibration.from_dict(cal.to_dict()) == cal
     P = np.array([[0.5, 0.5]])
     np.testing.assert_allclose(cal(P), softmax(np.log([[0.9 / 0.8, 0.1 / 0.2]]) + [0.4, -0.4], axis=1))
+
+
+def test_many_labelled_users_pin_the_temperature_and_the_average_is_the_best_fit():
+    """20,000 labelled users: the posterior over τ is one grid step wide, and the averaged answer is
+    the best fit's."""
+    rng = np.random.default_rng(0)
+    logits = 4 * rng.normal(size=(20000, 3))
+    y = np.array([rng.choice(3, p=p) for p in softmax(0.3 * logits, axis=1)])
+    P, pi = softmax(logits, axis=1), np.full(3, 1 / 3)
+    best = OutputCalibration.fit(P, y, pi, (0.5, 0.3, 0.2), anchored=False)
+    averaged = best.averaged(P, y)
+    assert len(averaged.temperatures) <= 3 and averaged.temperature == pytest.approx(best.temperature, rel=0.05)
+    np.testing.assert_allclose(averaged(P), best(P), atol=0.02)
+
+
+def test_few_labelled_users_lean_the_answer_towards_the_prior():
+    """17 and 3 labelled users cannot pin τ down: the posterior spreads over the grid, its weights
+    sum to 1, and the averaged answer calls the small segment less often than the best τ's."""
+    P, y = _over_calling(20, np.random.default_rng(3))
+    users, _ = _over_calling(2000, np.random.default_rng(4))
+    pi = floor_prior(labeled_shares(y, 2))
+    best = OutputCalibration.fit(P, y, pi, pi, anchored=True)
+    averaged = best.averaged(P, y)
+    assert len(averaged.temperatures) > 10 and sum(averaged.weights) == pytest.approx(1.0)
+    assert all(np.exp(-5) - 1e-12 <= t <= 1 + 1e-12 for t in averaged.temperatures)
+    assert averaged.temperature < best.temperature
+    assert (averaged(users).argmax(1) == 1).sum() < (best(users).argmax(1) == 1).sum()
+
+
+def test_an_averaged_calibration_survives_to_dict_and_from_dict():
+    P, y = _over_calling(20, np.random.default_rng(3))
+    pi = floor_prior(labeled_shares(y, 2))
+    cal = OutputCalibration.fit(P, y, pi, (0.9, 0.1), anchored=True).averaged(P, y)
+    assert OutputCalibration.from_dict(cal.to_dict()) == cal
+    np.testing.assert_allclose(OutputCalibration.from_dict(cal.to_dict())(P), cal(P))
 
 
 def test_few_labels_is_some_segment_with_at_most_ten_labelled_users():
@@ -222,9 +257,11 @@ def test_a_format_version_2_model_loads_with_the_anchored_calibration(moons, tmp
     clf = DeepSegmentationClassifier(random_state=0, **SMALL).fit(X, y)
     save_model(clf.model_, tmp_path / "m")
     document = json.loads((tmp_path / "m" / MODEL_FILE).read_text())
-    assert document["format_version"] == 4 and {"anchored", "bias"} <= set(document["ensemble"]["calibration"])
+    saved = document["ensemble"]["calibration"]
+    assert document["format_version"] == 5 and {"anchored", "bias", "temperatures", "weights"} <= set(saved)
     document["format_version"] = 2
-    del document["ensemble"]["calibration"]["anchored"], document["ensemble"]["calibration"]["bias"]
+    for key in ("anchored", "bias", "temperatures", "weights"):
+        del saved[key]
     (tmp_path / "m" / MODEL_FILE).write_text(json.dumps(document))
     loaded, _ = load_model(tmp_path / "m")
     cal = clf.model_.ensemble.calibration
@@ -243,7 +280,7 @@ def test_a_format_version_1_model_loads_uncalibrated(moons, tmp_path):
     clf = DeepSegmentationClassifier(random_state=0, **SMALL).fit(X, y)
     save_model(clf.model_, tmp_path / "m")
     document = json.loads((tmp_path / "m" / MODEL_FILE).read_text())
-    assert document["format_version"] == 4 and document["ensemble"]["calibration"]["temperature"] > 0
+    assert document["format_version"] == 5 and document["ensemble"]["calibration"]["temperature"] > 0
     document["format_version"] = 1
     del document["ensemble"]["calibration"]
     (tmp_path / "m" / MODEL_FILE).write_text(json.dumps(document))
