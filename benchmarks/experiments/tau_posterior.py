@@ -2,7 +2,8 @@
 
     python -m benchmarks.experiments.tau_posterior hidden 100,101     # real data, hidden third
     python -m benchmarks.experiments.tau_posterior synthetic 0 8       # synthetic users (few_label_shift)
-    python -m benchmarks.experiments.tau_posterior summary hidden|synthetic
+    python -m benchmarks.experiments.tau_posterior summary hidden|synthetic [records.jsonl]
+    python -m benchmarks.experiments.tau_posterior dump hidden|synthetic > records.jsonl
 
 The answer's τ minimises the out-of-fold log-loss of the labelled users. With two or three labelled
 users of a segment that minimum is a guess: the diagnosis of the proportional 10×c cells found
@@ -14,7 +15,8 @@ the labelled users pin τ down and leans towards the prior where they cannot. No
 
 Each fit's calibration inputs (the out-of-fold probabilities of the labelled users, their labels,
 the fitted calibration) and its raw answer on the scored users are captured to
-`/tmp/exp/taupost/<protocol>/*.npz`; the rules are re-analysed from them without refitting.
+`/tmp/exp/taupost/<protocol>/*.npz`; the rules are re-analysed from them without refitting. The
+records of the run that chose the rule: `benchmarks/results/tau-posterior-{hidden,synthetic}.jsonl`.
 Hidden third: the protocol of `linear_start` (tuning seeds 100+, a stratified third of the
 benchmark's labelled draw fitted as unlabelled and scored). Synthetic: `few_label_shift`'s users
 and designs, scored on all unlabelled users. No label of an unlabelled point is read by a fit.
@@ -102,13 +104,21 @@ def answers(f) -> dict:
     return out, {"tau": cal.temperature, "tau_post": mean_tau, "anchored": cal.anchored, "n": len(y)}
 
 
-def summary(protocol: str) -> None:
-    cells = collections.defaultdict(list)
+def rows(protocol: str) -> list[dict]:
+    """One record per captured fit: its cell, seed, the majority rate and each rule's accuracy."""
+    out = []
     for path in sorted(glob.glob(f"{OUT}/{protocol}/*.npz")):
         f = np.load(path, allow_pickle=False)
         meta = json.loads(str(f["meta"]))
         acc, info = answers(f)
-        cells[(meta["ds"], meta["proto"])].append({**acc, "maj": meta["maj"], **info})
+        out.append({"ds": meta["ds"], "proto": meta["proto"], "seed": meta["seed"], **acc, "maj": meta["maj"], **info})
+    return out
+
+
+def summary(records: list[dict], protocol: str) -> None:
+    cells = collections.defaultdict(list)
+    for r in records:
+        cells[(r["ds"], r["proto"])].append(r)
     names = ["answer", "bma", "post-mean", "prior-only", "maj"]
     print(f"{'cell':24}{'n':>3}" + "".join(f"{n:>11}" for n in names) + f"{'tau':>7}{'tau_post':>9}")
     per = collections.defaultdict(list)
@@ -136,5 +146,9 @@ if __name__ == "__main__":
         run_cells(hidden, OUT, [int(s) for s in sys.argv[2].split(",")])
     elif sys.argv[1] == "synthetic":
         synthetic(int(sys.argv[2]), int(sys.argv[3]))
-    else:
-        summary(sys.argv[2])
+    elif sys.argv[1] == "dump":  # the records, one JSON line each (benchmarks/results/tau-posterior-*.jsonl)
+        for r in rows(sys.argv[2]):
+            print(json.dumps(r))
+    else:  # summary hidden|synthetic [records.jsonl]
+        recs = [json.loads(line) for line in open(sys.argv[3])] if len(sys.argv) > 3 else rows(sys.argv[2])
+        summary(recs, sys.argv[2])
