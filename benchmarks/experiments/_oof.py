@@ -102,14 +102,19 @@ def paired_summary(out: str, base: str, variant: str) -> None:
 
 
 def variants_summary(out: str, base: str, shifted: tuple[str, ...] = ()) -> None:
-    """Per cell, the means of the hidden-third accuracies `acc` of a one-fit-many-answers run's
-    records in `out`, then each answer against `base`: per cell, per fit, and (`shifted`: data
-    sets whose quota surveys the hidden third cannot judge) on those and the other cells apart."""
-    import collections
+    """:func:`variants_table` of a one-fit-many-answers run's records in `out`."""
     import glob
     import json
 
-    recs = [json.load(open(f)) for f in sorted(glob.glob(f"{out}/*.json"))]
+    variants_table([json.load(open(f)) for f in sorted(glob.glob(f"{out}/*.json"))], base, shifted)
+
+
+def variants_table(recs: list[dict], base: str, shifted: tuple[str, ...] = ()) -> None:
+    """Per cell, the means of the accuracies `acc` of one-fit-many-answers records, then each answer
+    against `base`: per cell, per fit, and (`shifted`: data sets whose quota surveys the hidden third
+    cannot judge) on those and the other cells apart."""
+    import collections
+
     cells = collections.defaultdict(list)
     for r in recs:
         cells[(r["ds"], r["proto"])].append(r)

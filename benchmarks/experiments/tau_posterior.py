@@ -32,7 +32,6 @@ import numpy as np
 
 OUT = "/tmp/exp/taupost"
 SHIFTED = ("telco-churn", "credit-scoring", "fine-foods", "spam-assassin")
-GRID = np.linspace(-5.0, 0.0, 51)  # log τ over the answer's bounds (calibration.POSTERIOR_LOG_TAU)
 
 _CAP: dict = {}
 
@@ -90,53 +89,42 @@ def synthetic(lo: int, hi: int) -> None:
 
 
 def answers(f) -> dict:
-    """Accuracy of each rule's answer on the scored users of one capture."""
-    from deepseg.core.calibration import OutputCalibration
+    """One capture's record: the accuracy of each rule's answer on its scored users (`acc`), the best
+    fit's τ and the posterior mean τ."""
+    from deepseg.core.calibration import POSTERIOR_LOG_TAU, OutputCalibration
 
     cal = OutputCalibration.from_dict(json.loads(str(f["calibration"])))
     P_oof, y, raw, truth = f["P_oof"], f["y"], f["raw"], f["truth"]
     acc = lambda P: float(np.mean(P.argmax(1) == truth))
-    averaged = cal.averaged(P_oof, y)  # the library's rule (OutputCalibration.averaged)
-    out = {"answer": acc(cal(raw)), "bma": acc(averaged(raw)),
-           "post-mean": acc(replace(cal, temperature=averaged.temperature)(raw)),
-           "prior-only": acc(replace(cal, temperature=float(np.exp(GRID[0])))(raw))}
-    mean_tau = averaged.temperature
-    return out, {"tau": cal.temperature, "tau_post": mean_tau, "anchored": cal.anchored, "n": len(y)}
+    averaged = cal.averaged(P_oof, y)  # the library's rule
+    return {"acc": {"answer": acc(cal(raw)), "bma": acc(averaged(raw)),
+                    "post-mean": acc(replace(cal, temperature=averaged.temperature)(raw)),
+                    "prior-only": acc(replace(cal, temperature=float(np.exp(POSTERIOR_LOG_TAU[0])))(raw))},
+            "tau": cal.temperature, "tau_post": averaged.temperature, "anchored": cal.anchored, "n": len(y)}
 
 
 def rows(protocol: str) -> list[dict]:
-    """One record per captured fit: its cell, seed, the majority rate and each rule's accuracy."""
+    """One record per captured fit: its cell, seed, majority rate, and :func:`answers`."""
     out = []
     for path in sorted(glob.glob(f"{OUT}/{protocol}/*.npz")):
         f = np.load(path, allow_pickle=False)
         meta = json.loads(str(f["meta"]))
-        acc, info = answers(f)
-        out.append({"ds": meta["ds"], "proto": meta["proto"], "seed": meta["seed"], **acc, "maj": meta["maj"], **info})
+        out.append({k: meta[k] for k in ("ds", "proto", "seed", "maj")} | answers(f))
     return out
 
 
 def summary(records: list[dict], protocol: str) -> None:
+    """`_oof.variants_table` of the records, then the cells below their majority rate per rule."""
+    from benchmarks.experiments._oof import variants_table
+
+    variants_table(records, "answer", SHIFTED if protocol == "hidden" else ())
     cells = collections.defaultdict(list)
     for r in records:
         cells[(r["ds"], r["proto"])].append(r)
-    names = ["answer", "bma", "post-mean", "prior-only", "maj"]
-    print(f"{'cell':24}{'n':>3}" + "".join(f"{n:>11}" for n in names) + f"{'tau':>7}{'tau_post':>9}")
-    per = collections.defaultdict(list)
-    for cell, rs in sorted(cells.items()):
-        row = {n: 100 * np.mean([r[n] for r in rs]) for n in names}
-        for n in names:
-            per[n].append(row[n])
-        print(f"{cell[0] + ' ' + str(cell[1]):24}{len(rs):3d}" + "".join(f"{row[n]:11.2f}" for n in names)
-              + f"{np.mean([r['tau'] for r in rs]):7.3f}{np.mean([r['tau_post'] for r in rs]):9.3f}")
-    mask = np.array([c[0] in SHIFTED for c in sorted(cells)])
-    for n in ("bma", "post-mean", "prior-only"):
-        d = np.array(per[n]) - np.array(per["answer"])
-        line = (f"{n:10} - answer: {d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} per cell "
-                f"({len(d)}), up {int((d > 0).sum())}, down {int((d < 0).sum())}")
-        if protocol == "hidden":
-            line += f"; cells the hidden third can judge {d[~mask].mean():+.2f} ± {d[~mask].std(ddof=1) / np.sqrt((~mask).sum()):.2f}"
-        below = lambda k: int(np.sum(np.array(per[k]) < np.array(per["maj"]) - 1e-9))
-        print(line + f"; cells below majority {below('answer')} -> {below(n)}")
+    for name in records[0]["acc"]:
+        below = sum(np.mean([r["acc"][name] for r in rs]) < np.mean([r["maj"] for r in rs]) - 1e-9
+                    for rs in cells.values())
+        print(f"cells below their majority rate, {name}: {below} of {len(cells)}")
 
 
 if __name__ == "__main__":
