@@ -38,7 +38,15 @@ is the best fit's; two or three of a segment cannot, and the answer leans toward
 of resting on a τ they chose by chance (the proportional 10×c fits below the majority rate had
 moderate τ, docs/tuning-log.md). Only labelled users are read.
 
-Models saved before format version 5 have τ alone, before version 4 no bias; those of version 2 are
+Nor does it extrapolate beyond them: outside the span of log-probabilities that the labelled users'
+out-of-fold probabilities cover (per segment), the network's log-probability is compressed by
+e^-5, the smallest temperature of LOG_TAU_BOUNDS. The answer's network, trained on every labelled
+user and scored on millions, reaches more extreme outputs than the fold networks did on 200 held-out
+users; a linear map of the log-odds fitted inside the span would carry a few of them across the
+boundary on no evidence (an isotonic calibration would hold them at the end of the span; compressing
+instead of clipping keeps every user's order, so a ranking by propensity is unchanged).
+
+Models saved before format version 6 extrapolate, before version 5 have τ alone, before version 4 no bias; those of version 2 are
 anchored. Format 3's rule
 anchored above 10 labelled users too, where a χ² test of the out-of-fold segment counts rejected the
 labelled counts (docs/tuning-log.md).
@@ -68,6 +76,9 @@ POSTERIOR_LOG_TAU = np.linspace(LOG_TAU_BOUNDS[0], MAX_ANSWER_LOG_TAU, 51)
 
 #: Posterior weights below this share of the largest are dropped: their answers add nothing.
 POSTERIOR_WEIGHT_FLOOR = 1e-4
+
+#: Slope of the log-probabilities beyond the out-of-fold span (module doc): e^LOG_TAU_BOUNDS[0].
+BEYOND_SPAN_SLOPE = float(np.exp(LOG_TAU_BOUNDS[0]))
 
 #: Level of the χ² tests that let the calibration move users between segments (module doc).
 EVIDENCE_ALPHA = 0.05
@@ -132,6 +143,8 @@ class OutputCalibration:
     # τ averaged over its posterior (format version 5): the answer is Σ_i w_i · softmax(at τ_i); () is τ alone
     temperatures: tuple[float, ...] = ()
     weights: tuple[float, ...] = ()
+    # the out-of-fold span of log p per class (format version 6): ((lower, ...), (upper, ...)); () is none
+    log_span: tuple[tuple[float, ...], ...] = ()
 
     @classmethod
     def fit(cls, P_oof: np.ndarray, y: np.ndarray, train_prior, prior, anchored: bool) -> "OutputCalibration":
@@ -156,12 +169,29 @@ class OutputCalibration:
 
     def _terms(self, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(A, B) with the calibrated logits τ·A + B of `P`, up to a constant per row."""
-        log_train = _log(self.train_prior)
+        log_train, log_p = _log(self.train_prior), self._within_span(_log(P))
         if self.anchored:
-            A, B = _log(P) - log_train, _log(self.prior)
+            A, B = log_p - log_train, _log(self.prior)
         else:
-            A, B = _log(P), _log(self.prior) - log_train
+            A, B = log_p, _log(self.prior) - log_train
         return A, (B + np.asarray(self.bias) if self.bias else B)
+
+    def _within_span(self, L: np.ndarray) -> np.ndarray:
+        """Log-probabilities `L` compressed by BEYOND_SPAN_SLOPE outside `log_span` (module doc)."""
+        if not self.log_span:
+            return L
+        inside = np.clip(L, self.log_span[0], self.log_span[1])
+        return inside + BEYOND_SPAN_SLOPE * (L - inside)
+
+    def with_span(self, P_oof: np.ndarray) -> "OutputCalibration":
+        """This calibration compressing log-probabilities beyond those of `P_oof` (module doc)."""
+        L = _log(P_oof)
+        return replace(self, log_span=(tuple(map(float, L.min(axis=0))), tuple(map(float, L.max(axis=0)))))
+
+    def log_likelihood(self, P_oof: np.ndarray, y: np.ndarray) -> float:
+        """The log-likelihood of the labels `y` under this calibration of `P_oof`, before any prior shift."""
+        logits = replace(self, prior=self.train_prior).logits(P_oof)
+        return float(log_softmax(logits, axis=1)[np.arange(len(y)), np.asarray(y, dtype=np.int64)].sum())
 
     def logits(self, P: np.ndarray) -> np.ndarray:
         """The calibrated log-probabilities of `P` at τ = `temperature`, up to a constant per row."""
@@ -172,9 +202,7 @@ class OutputCalibration:
         """This calibration with τ averaged over its posterior (module doc): each τ of
         POSTERIOR_LOG_TAU weighted by the out-of-fold likelihood of the labelled users `y` under it,
         before any prior shift; `temperature` becomes the posterior mean of log τ, exponentiated."""
-        y = np.asarray(y, dtype=np.int64)
-        A, B = replace(self, prior=self.train_prior)._terms(P_oof)
-        ll = np.array([log_softmax(np.exp(t) * A + B, axis=1)[np.arange(len(y)), y].sum() for t in POSTERIOR_LOG_TAU])
+        ll = np.array([replace(self, temperature=float(np.exp(t))).log_likelihood(P_oof, y) for t in POSTERIOR_LOG_TAU])
         w = np.exp(ll - ll.max())
         keep = w >= POSTERIOR_WEIGHT_FLOOR
         w, log_tau = w[keep] / w[keep].sum(), POSTERIOR_LOG_TAU[keep]
@@ -184,31 +212,27 @@ class OutputCalibration:
     def to_dict(self) -> dict:
         return {"temperature": self.temperature, "train_prior": list(self.train_prior), "prior": list(self.prior),
                 "anchored": self.anchored, "bias": list(self.bias), "temperatures": list(self.temperatures),
-                "weights": list(self.weights)}
+                "weights": list(self.weights), "log_span": [list(b) for b in self.log_span]}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "OutputCalibration | None":
         """From :meth:`to_dict`; a dict without "anchored" (format version 2) has the anchored form,
-        one without "bias" (versions 2 and 3) no bias, one without "temperatures" (versions 2-4) τ alone."""
+        one without "bias" (versions 2 and 3) no bias, one without "temperatures" (versions 2-4) τ alone,
+        one without "log_span" (versions 2-5) no span."""
         if data is None:
             return None
         floats = lambda key: tuple(map(float, data.get(key, ())))
         return cls(float(data["temperature"]), tuple(map(float, data["train_prior"])),
                    tuple(map(float, data["prior"])), bool(data.get("anchored", True)), floats("bias"),
-                   floats("temperatures"), floats("weights"))
+                   floats("temperatures"), floats("weights"),
+                   tuple(tuple(map(float, b)) for b in data.get("log_span", ())))
 
 
 def bias_lr_pvalue(P_oof: np.ndarray, y: np.ndarray, plain: OutputCalibration, biased: OutputCalibration) -> float:
     """p-value of the likelihood-ratio test of the bias: the out-of-fold log-likelihood of the labelled
     users `y` under `biased` (τ and b) against `plain` (τ alone), both before any prior shift;
     χ² with c - 1 degrees of freedom (b sums to 0)."""
-    y = np.asarray(y, dtype=np.int64)
-
-    def log_likelihood(cal: OutputCalibration) -> float:
-        logits = replace(cal, prior=cal.train_prior).logits(P_oof)
-        return float(log_softmax(logits, axis=1)[np.arange(len(y)), y].sum())
-
-    stat = 2.0 * (log_likelihood(biased) - log_likelihood(plain))
+    stat = 2.0 * (biased.log_likelihood(P_oof, y) - plain.log_likelihood(P_oof, y))
     return float(chi2.sf(max(stat, 0.0), np.shape(P_oof)[1] - 1))
 
 
@@ -217,14 +241,15 @@ def fit_answer_calibration(P_oof: np.ndarray, y: np.ndarray, train_prior, prior,
     """The answer's calibration from the out-of-fold `P_oof` of the labelled users `y` (module doc)
     and its history record: with `few` labelled users anchored at `train_prior`; otherwise τ alone,
     or τ and the bias b where the likelihood-ratio test rejects τ alone at EVIDENCE_ALPHA; then τ
-    averaged over its posterior (the record keeps the best fit's τ too). The answer is shifted from
-    `train_prior` to `prior` either way."""
+    averaged over its posterior (the record keeps the best fit's τ too), and compressed beyond the
+    out-of-fold span. The answer is shifted from `train_prior` to `prior` either way."""
     if few:
         cal = OutputCalibration.fit(P_oof, y, train_prior, prior, anchored=True)
-        return cal.averaged(P_oof, y), {"calibration_rule": "few labels", "calibration_temperature_fit": cal.temperature}
+        return (cal.averaged(P_oof, y).with_span(P_oof),
+                {"calibration_rule": "few labels", "calibration_temperature_fit": cal.temperature})
     plain = OutputCalibration.fit(P_oof, y, train_prior, prior, anchored=False)
     biased = OutputCalibration.fit_bias(P_oof, y, train_prior, prior)
     p = bias_lr_pvalue(P_oof, y, plain, biased)
     cal = biased if p < EVIDENCE_ALPHA else plain
-    return cal.averaged(P_oof, y), {"calibration_rule": "evidence", "calibration_bias_p": p,
+    return cal.averaged(P_oof, y).with_span(P_oof), {"calibration_rule": "evidence", "calibration_bias_p": p,
                                     "calibration_temperature_fit": cal.temperature}

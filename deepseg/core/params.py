@@ -178,7 +178,8 @@ PARAMS: tuple[Param, ...] = (
           "Unlabelled users (a seeded sample) that each cross-validation fit iterates on; bounds its cost.",
           "safeguard_unlabeled_size"),
     Param("calibration", "cv", (StrOptions({"cv", "none"}),),
-          '"cv": a temperature fitted on out-of-fold probabilities of the labelled users; the answer anchored at '
+          '"cv": a temperature fitted on out-of-fold probabilities of the labelled users, averaged over its '
+          "posterior, the network's log-probabilities compressed beyond their out-of-fold span; the answer anchored at "
           "the labelled shares where some segment has at most 10 labelled users, elsewhere a per-class bias where "
           "a likelihood-ratio test at 5% shows one; the answer shifted to the class prior where a chi-squared "
           "test at 5% rejects the labelled shares, or without a test where few labelled users hold as many of "

@@ -34,8 +34,8 @@ from deepseg.core.tsvm import TSVMConfig
 from deepseg.locations import join
 
 FORMAT = "deepseg-model"
-FORMAT_VERSION = 5  # 5: τ averaged over its posterior; 4: the calibration with a per-class bias; 3: without the anchor at the labelled shares; 2: anchored; 1: none
-SUPPORTED_VERSIONS = (1, 2, 3, 4, 5)
+FORMAT_VERSION = 6  # 6: no extrapolation beyond the out-of-fold span; 5: τ averaged over its posterior; 4: the calibration with a per-class bias; 3: without the anchor at the labelled shares; 2: anchored; 1: none
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5, 6)
 MODEL_FILE = "deepseg-model.json"
 WEIGHTS_FILE = "networks.npz"
 

@@ -258,9 +258,9 @@ def test_a_format_version_2_model_loads_with_the_anchored_calibration(moons, tmp
     save_model(clf.model_, tmp_path / "m")
     document = json.loads((tmp_path / "m" / MODEL_FILE).read_text())
     saved = document["ensemble"]["calibration"]
-    assert document["format_version"] == 5 and {"anchored", "bias", "temperatures", "weights"} <= set(saved)
+    assert document["format_version"] == 6 and {"anchored", "bias", "temperatures", "weights", "log_span"} <= set(saved)
     document["format_version"] = 2
-    for key in ("anchored", "bias", "temperatures", "weights"):
+    for key in ("anchored", "bias", "temperatures", "weights", "log_span"):
         del saved[key]
     (tmp_path / "m" / MODEL_FILE).write_text(json.dumps(document))
     loaded, _ = load_model(tmp_path / "m")
@@ -280,7 +280,7 @@ def test_a_format_version_1_model_loads_uncalibrated(moons, tmp_path):
     clf = DeepSegmentationClassifier(random_state=0, **SMALL).fit(X, y)
     save_model(clf.model_, tmp_path / "m")
     document = json.loads((tmp_path / "m" / MODEL_FILE).read_text())
-    assert document["format_version"] == 5 and document["ensemble"]["calibration"]["temperature"] > 0
+    assert document["format_version"] == 6 and document["ensemble"]["calibration"]["temperature"] > 0
     document["format_version"] = 1
     del document["ensemble"]["calibration"]
     (tmp_path / "m" / MODEL_FILE).write_text(json.dumps(document))

@@ -126,7 +126,7 @@ def test_load_refuses_unknown_format_versions(pipeline_model, tmp_path):
     document = json.loads((path / MODEL_FILE).read_text())
     document["format_version"] = 99
     (path / MODEL_FILE).write_text(json.dumps(document))
-    with pytest.raises(ValueError, match=r"format version 99.*\[1, 2, 3, 4, 5\]") as info:
+    with pytest.raises(ValueError, match=r"format version 99.*\[1, 2, 3, 4, 5, 6\]") as info:
         load_model(path)
     assert str(path) in str(info.value)
 
