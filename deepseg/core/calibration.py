@@ -46,10 +46,9 @@ users; a linear map of the log-odds fitted inside the span would carry a few of 
 boundary on no evidence (an isotonic calibration would hold them at the end of the span; compressing
 instead of clipping keeps every user's order, so a ranking by propensity is unchanged).
 
-Models saved before format version 6 extrapolate, before version 5 have τ alone, before version 4 no bias; those of version 2 are
-anchored. Format 3's rule
-anchored above 10 labelled users too, where a χ² test of the out-of-fold segment counts rejected the
-labelled counts (docs/tuning-log.md).
+Models saved before format version 6 extrapolate, before version 5 have τ alone, before version 4 no
+bias; those of version 2 are anchored. Format 3's rule anchored above 10 labelled users too, where a
+χ² test of the out-of-fold segment counts rejected the labelled counts (docs/tuning-log.md).
 """
 from __future__ import annotations
 

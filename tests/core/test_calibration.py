@@ -153,6 +153,36 @@ def test_an_averaged_calibration_survives_to_dict_and_from_dict():
     np.testing.assert_allclose(OutputCalibration.from_dict(cal.to_dict())(P), cal(P))
 
 
+def test_the_answer_does_not_extrapolate_beyond_the_out_of_fold_span():
+    """The labelled users' out-of-fold log-odds span ±2; users the answer's network scores at ±9 are
+    held near the span's ends (compressed by e^-5, not clipped: their order is kept), users inside
+    the span are calibrated as before, and the span survives to_dict/from_dict."""
+    rng = np.random.default_rng(0)
+    z = rng.uniform(-2, 2, 200)
+    y = (rng.random(200) < 1 / (1 + np.exp(-z))).astype(int)
+    P_oof = softmax(np.c_[np.zeros(200), z], axis=1)
+    cal = OutputCalibration.fit_bias(P_oof, y, (0.5, 0.5), (0.5, 0.5)).averaged(P_oof, y)
+    spanned = cal.with_span(P_oof)
+    inside = softmax(np.c_[np.zeros(5), np.linspace(-1.5, 1.5, 5)], axis=1)
+    np.testing.assert_array_equal(spanned(inside), cal(inside))
+    np.testing.assert_array_equal(spanned(P_oof), cal(P_oof))
+    edges = softmax(np.array([[0.0, z.min()], [0.0, z.max()]]), axis=1)
+    outside = softmax(np.c_[np.zeros(4), [-9.0, -8.0, 8.0, 9.0]], axis=1)
+    Q, E = spanned(outside)[:, 1], spanned(edges)[:, 1]
+    assert np.all(np.diff(Q) > 0)
+    np.testing.assert_allclose(Q, [E[0], E[0], E[1], E[1]], atol=0.02)
+    assert cal(outside)[0, 1] < Q[0] - 0.02 and cal(outside)[3, 1] > Q[3] + 0.02
+    assert OutputCalibration.from_dict(spanned.to_dict()) == spanned
+
+
+def test_the_fitted_answer_is_calibrated_within_its_out_of_fold_span():
+    P, y = _over_calling(20, np.random.default_rng(3))
+    pi = floor_prior(labeled_shares(y, 2))
+    cal, _ = fit_answer_calibration(P, y, pi, pi, few=True)
+    L = np.log(np.clip(P, 1e-12, 1))
+    np.testing.assert_allclose(cal.log_span, [L.min(axis=0), L.max(axis=0)])
+
+
 def test_few_labels_is_some_segment_with_at_most_ten_labelled_users():
     assert few_labels(np.r_[np.zeros(90, int), np.ones(10, int)], 2)
     assert not few_labels(np.r_[np.zeros(90, int), np.ones(11, int)], 2)
