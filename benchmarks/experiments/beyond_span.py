@@ -32,14 +32,13 @@ imbalanced population and thousands scored. Synthetic users of `few_label_shift`
 with and without its span from the same fit, scored on all unlabelled users
 (`benchmarks/results/beyond-span-many.jsonl`).
 """
-import glob
 import json
 import sys
 
 import numpy as np
 from scipy.special import softmax
 
-from benchmarks.experiments.tau_posterior import OUT, SHIFTED
+from benchmarks.experiments.tau_posterior import SHIFTED, rows
 
 
 def _aligned(Q: np.ndarray, prior) -> np.ndarray:
@@ -72,15 +71,6 @@ def answers(f) -> dict:
     out["log_loss"] = {k: float(log_loss(truth, Q[k], labels=labels)) for k in ("answer", "span")}
     if raw.shape[1] == 2 and len(np.unique(truth)) == 2:
         out["auc"] = {k: float(roc_auc_score(truth, Q[k][:, 1])) for k in ("answer", "span", "clip")}
-    return out
-
-
-def rows(protocol: str) -> list[dict]:
-    out = []
-    for path in sorted(glob.glob(f"{OUT}/{protocol}/*.npz")):
-        f = np.load(path, allow_pickle=False)
-        meta = json.loads(str(f["meta"]))
-        out.append({k: meta[k] for k in ("ds", "proto", "seed", "maj")} | answers(f))
     return out
 
 
@@ -133,8 +123,8 @@ if __name__ == "__main__":
     if sys.argv[1] == "many":
         many(int(sys.argv[2]), int(sys.argv[3]))
     elif sys.argv[1] == "dump":
-        for r in rows(sys.argv[2]):
+        for r in rows(sys.argv[2], answers):
             print(json.dumps(r))
     else:  # summary hidden|synthetic [records.jsonl]
-        recs = [json.loads(line) for line in open(sys.argv[3])] if len(sys.argv) > 3 else rows(sys.argv[2])
+        recs = [json.loads(line) for line in open(sys.argv[3])] if len(sys.argv) > 3 else rows(sys.argv[2], answers)
         summary(recs, sys.argv[2])

@@ -103,13 +103,14 @@ def answers(f) -> dict:
             "tau": cal.temperature, "tau_post": averaged.temperature, "anchored": cal.anchored, "n": len(y)}
 
 
-def rows(protocol: str) -> list[dict]:
-    """One record per captured fit: its cell, seed, majority rate, and :func:`answers`."""
+def rows(protocol: str, reanalyse=None) -> list[dict]:
+    """One record per captured fit: its cell, seed, majority rate, and `reanalyse` of its capture
+    (:func:`answers` by default)."""
     out = []
     for path in sorted(glob.glob(f"{OUT}/{protocol}/*.npz")):
         f = np.load(path, allow_pickle=False)
         meta = json.loads(str(f["meta"]))
-        out.append({k: meta[k] for k in ("ds", "proto", "seed", "maj")} | answers(f))
+        out.append({k: meta[k] for k in ("ds", "proto", "seed", "maj")} | (reanalyse or answers)(f))
     return out
 
 
