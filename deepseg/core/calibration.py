@@ -250,5 +250,5 @@ def fit_answer_calibration(P_oof: np.ndarray, y: np.ndarray, train_prior, prior,
     biased = OutputCalibration.fit_bias(P_oof, y, train_prior, prior)
     p = bias_lr_pvalue(P_oof, y, plain, biased)
     cal = biased if p < EVIDENCE_ALPHA else plain
-    return cal.averaged(P_oof, y).with_span(P_oof), {"calibration_rule": "evidence", "calibration_bias_p": p,
-                                    "calibration_temperature_fit": cal.temperature}
+    return (cal.averaged(P_oof, y).with_span(P_oof),
+            {"calibration_rule": "evidence", "calibration_bias_p": p, "calibration_temperature_fit": cal.temperature})
