@@ -20,7 +20,6 @@ and the two linear candidates' out-of-fold and hidden probabilities; every rule 
 Protocol as `linear_start`: tuning seeds 100+, the benchmark's labelled draw, a stratified third of
 it hidden (fitted as unlabelled) and scored. No label of an unlabelled point is read.
 """
-import collections
 import glob
 import json
 import os
