@@ -45,6 +45,38 @@ def hidden_third(ds: str, proto: int, seed: int):
     return X, y, seen, hidden, y_semi, cap
 
 
+def unlabelled_sample(X, seen: np.ndarray, seed: int, rows: int = 5000) -> np.ndarray:
+    """A seeded sample of at most `rows` users outside `seen` (the hidden third included: unlabelled
+    to the fit), as float32."""
+    pool = np.setdiff1d(np.arange(X.shape[0]), seen)
+    rng = np.random.default_rng(seed)
+    return np.asarray(X[np.sort(rng.choice(pool, min(len(pool), rows), replace=False))], dtype=np.float32)
+
+
+def paired_fit(out: str, job: tuple, context) -> str:
+    """One default fit of the hidden-third protocol for `job` = (data set, labels per class, seed,
+    variant), run inside `context(variant, seed, X, seen)` (a context manager: the variant's patches),
+    its :func:`scored` record written to `out`/<data set>-<labels>-<seed>-<variant>.json (a record
+    already there is kept)."""
+    import json
+    import os
+
+    from deepseg import DeepSegmentationClassifier
+
+    ds, proto, seed, variant = job
+    path = f"{out}/{ds}-{proto}-{seed}-{variant}.json"
+    if os.path.exists(path):
+        return path
+    X, y, seen, hidden, ys, _ = hidden_third(ds, proto, seed)
+    with context(variant, seed, X, seen):
+        clf = DeepSegmentationClassifier(random_state=seed).fit(X, ys)
+    rec = {"ds": ds, "proto": proto, "seed": seed, "variant": variant, **scored(clf, X, y, seen, hidden)}
+    with open(path, "w") as f:
+        json.dump(rec, f)
+    print(ds, proto, seed, variant, rec["answer"], flush=True)
+    return path
+
+
 def run_cells(task, out: str, seeds: list[int], datasets: list[str] | None = None, variants: tuple = ()) -> None:
     """`task((data set, labels per class, seed[, variant]))` for every cell of the suite, seed and
     variant, on two worker processes, a fresh one per fit (a patched module dies with it); a failed

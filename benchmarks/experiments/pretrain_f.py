@@ -16,8 +16,7 @@ Protocol as `linear_start`: tuning seeds 100+, the benchmark's labelled draw, a 
 it hidden (fitted as unlabelled) and scored. Both variants run on the same split and seed. No label
 of an unlabelled point is read.
 """
-import json
-import os
+import contextlib
 import sys
 
 import numpy as np
@@ -71,26 +70,20 @@ def _patch() -> None:
     safeguard.train_labeled = wrapped
 
 
-def task(a):
-    ds, proto, seed, variant = a
-    path = f"{OUT}/{ds}-{proto}-{seed}-{variant}.json"
-    if os.path.exists(path):
-        return path
-    from benchmarks.experiments._oof import hidden_third, scored
-    from deepseg import DeepSegmentationClassifier
+@contextlib.contextmanager
+def _variant(variant, seed, X, seen):
+    from benchmarks.experiments._oof import unlabelled_sample
 
     _patch()
-    X, y, seen, hidden, ys, _ = hidden_third(ds, proto, seed)
-    pool = np.setdiff1d(np.arange(len(y)), seen)
-    rng = np.random.default_rng(seed)
-    _STATE.update(variant=variant, start_epochs=200,
-                  U=np.asarray(X[np.sort(rng.choice(pool, min(len(pool), ROWS), replace=False))], dtype=np.float32))
-    clf = DeepSegmentationClassifier(random_state=seed).fit(X, ys)
-    rec = {"ds": ds, "proto": proto, "seed": seed, "variant": variant, **scored(clf, X, y, seen, hidden)}
-    with open(path, "w") as f:
-        json.dump(rec, f)
-    print(ds, proto, seed, variant, rec["answer"], flush=True)
-    return path
+    _STATE.update(variant=variant, start_epochs=200, U=unlabelled_sample(X, seen, seed, ROWS))
+    yield
+
+
+def task(job):
+    """One hidden-third fit of one variant (`_oof.paired_fit`)."""
+    from benchmarks.experiments._oof import paired_fit
+
+    return paired_fit(OUT, job, _variant)
 
 
 if __name__ == "__main__":

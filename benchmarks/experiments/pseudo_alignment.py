@@ -89,21 +89,15 @@ def one(small: float, design: str, seed: int) -> dict:
     return out
 
 
-def task(a):
-    """One hidden-third fit (protocol of `linear_start`) of one variant -> OUT/<cell>-<seed>-<variant>.json."""
-    from benchmarks.experiments._oof import hidden_third, scored
-    from deepseg import DeepSegmentationClassifier
+def _variant(variant, seed, X, seen):
+    return _aligned() if variant == "aligned" else contextlib.nullcontext()
 
-    ds, proto, seed, variant = a
-    path = f"{OUT}/{ds}-{proto}-{seed}-{variant}.json"
-    X, y, seen, hidden, ys, _ = hidden_third(ds, proto, seed)
-    with _aligned() if variant == "aligned" else contextlib.nullcontext():
-        clf = DeepSegmentationClassifier(random_state=seed).fit(X, ys)
-    rec = {"ds": ds, "proto": proto, "seed": seed, "variant": variant, **scored(clf, X, y, seen, hidden)}
-    with open(path, "w") as f:
-        json.dump(rec, f)
-    print(ds, proto, seed, variant, rec["answer"], flush=True)
-    return path
+
+def task(job):
+    """One hidden-third fit of one variant (`_oof.paired_fit`)."""
+    from benchmarks.experiments._oof import paired_fit
+
+    return paired_fit(OUT, job, _variant)
 
 
 def summary(recs: list[dict]) -> None:

@@ -34,24 +34,30 @@ _CAP: dict = {}
 
 
 def _patch() -> None:
+    """Keep, per fit: the safeguard (`guard`), its labelled users, folds and out-of-fold probabilities,
+    the calibration of each branch and the calibration's other inputs (`cal_args`)."""
     import deepseg.core.loop as loop
 
-    decide, calibration = loop._Safeguard.decide, loop._Safeguard.calibration
+    decide, calibration, fit_cal = loop._Safeguard.decide, loop._Safeguard.calibration, loop.fit_answer_calibration
 
     def spy_decide(self, prior):
         out = decide(self, prior)
         if self._cross is not None:
-            _CAP.update(y=self.y_l, folds=self._cross.folds, oof_start=self._oof,
+            _CAP.update(guard=self, y=self.y_l, folds=self._cross.folds, oof_start=self._oof,
                         oof_deep=self._deepseg_out_of_fold(prior))
         return out
 
     def spy_calibration(self, prior, kept_start):
         for kept in (True, False):
-            cal, _ = calibration(self, prior, kept)
-            _CAP["cal_start" if kept else "cal_deep"] = cal
+            _CAP["cal_start" if kept else "cal_deep"] = calibration(self, prior, kept)[0]
         return calibration(self, prior, kept_start)
 
+    def spy_fit_cal(P_oof, y, train_prior, prior, few):
+        _CAP["cal_args"] = (train_prior, prior, few)
+        return fit_cal(P_oof, y, train_prior, prior, few)
+
     loop._Safeguard.decide, loop._Safeguard.calibration = spy_decide, spy_calibration
+    loop.fit_answer_calibration = spy_fit_cal
 
 
 def _linear(X_tr, y_tr, X_u, X_out, n_classes, self_trained: bool) -> np.ndarray:

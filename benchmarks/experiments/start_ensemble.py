@@ -24,32 +24,10 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
+from benchmarks.experiments.safeguard_candidates import _CAP, _patch
+
 OUT = "/tmp/exp/startens"
 M = 3
-_CAP: dict = {}
-
-
-def _patch() -> None:
-    import deepseg.core.loop as loop
-
-    decide, calibration, fit_cal = loop._Safeguard.decide, loop._Safeguard.calibration, loop.fit_answer_calibration
-
-    def spy_decide(self, prior):
-        out = decide(self, prior)
-        _CAP.update(guard=self, oof_start=self._oof, oof_deep=self._deepseg_out_of_fold(prior))
-        return out
-
-    def spy_calibration(self, prior, kept_start):
-        for kept in (True, False):
-            _CAP["cal_start" if kept else "cal_deep"] = calibration(self, prior, kept)[0]
-        return calibration(self, prior, kept_start)
-
-    def spy_fit_cal(P_oof, y, train_prior, prior, few):
-        _CAP["cal_args"] = (train_prior, prior, few)
-        return fit_cal(P_oof, y, train_prior, prior, few)
-
-    loop._Safeguard.decide, loop._Safeguard.calibration = spy_decide, spy_calibration
-    loop.fit_answer_calibration = spy_fit_cal
 
 
 def _extra_start(guard, X_hid, seed: int) -> tuple[np.ndarray, np.ndarray]:
