@@ -83,7 +83,11 @@ def _linear(X_tr, y_tr, X_u, X_out, n_classes, self_trained: bool) -> np.ndarray
     return P
 
 
-def fit(job) -> None:
+def captured(job) -> dict | None:
+    """One default fit of the hidden-third protocol under the spy: the split (`X`, `y`, `seen`, `hid`,
+    `y_semi`), the classifier (`clf`) and what every capture of it saves (`arrays`: the labelled users'
+    labels and out-of-fold probabilities, each branch's raw hidden probabilities and calibration, the
+    fit's answer, `meta`); None where the fit had too few labelled users for a calibration."""
     import warnings
 
     from benchmarks.experiments._oof import hidden_third
@@ -96,31 +100,41 @@ def fit(job) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clf = DeepSegmentationClassifier(random_state=seed).fit(X, y_semi)
-        if "cal_deep" not in _CAP:
-            return
-        model, c = clf.model_, int(y.max()) + 1
-        assert np.array_equal(_CAP["y"], y[seen])
-        iterated = model.iterated if model.iterated is not None else model.ensemble
-        raw_deep = replace(iterated, calibration=None)(X[hid])
-        raw_start = predict_proba(model.supervised, X[hid])
-        rng = np.random.default_rng(seed)
-        unl = np.setdiff1d(np.flatnonzero(y_semi < 0), hid)
-        X_u = X[np.sort(rng.choice(unl, min(ST_ROWS, len(unl)), replace=False))]
-        X_l, y_l, folds = X[seen], y[seen], _CAP["folds"]
-        lin = {}
-        for name, st in (("lr", False), ("st", True)):
-            oof = np.zeros((len(y_l), c))
-            for k in np.unique(folds):
-                held = folds == k
-                oof[held] = _linear(X_l[~held], y_l[~held], X_u, X_l[held], c, st)
-            lin[f"oof_{name}"], lin[f"hid_{name}"] = oof, _linear(X_l, y_l, X_u, X[hid], c, st)
+    if "cal_deep" not in _CAP:
+        return None
+    assert np.array_equal(_CAP["y"], y[seen])
+    model = clf.model_
+    iterated = model.iterated if model.iterated is not None else model.ensemble
+    arrays = {"y": y[seen], "oof_start": _CAP["oof_start"], "oof_deep": _CAP["oof_deep"], "truth": y[hid],
+              "raw_start": predict_proba(model.supervised, X[hid]),
+              "raw_deep": replace(iterated, calibration=None)(X[hid]), "answer": clf.predict_proba(X[hid]),
+              "cal_start": json.dumps(asdict(_CAP["cal_start"])), "cal_deep": json.dumps(asdict(_CAP["cal_deep"])),
+              "meta": json.dumps({"ds": ds, "proto": proto, "seed": seed,
+                                  "maj": float(np.mean(y[hid] == np.bincount(y[seen]).argmax()))})}
+    return {"X": X, "y": y, "seen": seen, "hid": hid, "y_semi": y_semi, "clf": clf, "arrays": arrays}
+
+
+def fit(job) -> None:
+    run = captured(job)
+    if run is None:
+        return
+    X, y, seen, hid, y_semi = (run[k] for k in ("X", "y", "seen", "hid", "y_semi"))
+    ds, proto, seed = job
+    c = int(y.max()) + 1
+    rng = np.random.default_rng(seed)
+    unl = np.setdiff1d(np.flatnonzero(y_semi < 0), hid)
+    X_u = X[np.sort(rng.choice(unl, min(ST_ROWS, len(unl)), replace=False))]
+    X_l, y_l, folds = X[seen], y[seen], _CAP["folds"]
+    lin = {}
+    for name, st in (("lr", False), ("st", True)):
+        oof = np.zeros((len(y_l), c))
+        for k in np.unique(folds):
+            held = folds == k
+            oof[held] = _linear(X_l[~held], y_l[~held], X_u, X_l[held], c, st)
+        lin[f"oof_{name}"], lin[f"hid_{name}"] = oof, _linear(X_l, y_l, X_u, X[hid], c, st)
     os.makedirs(OUT, exist_ok=True)
-    np.savez_compressed(f"{OUT}/{ds}-{proto}-{seed}.npz", y=y_l, folds=folds, oof_start=_CAP["oof_start"],
-                        oof_deep=_CAP["oof_deep"], raw_start=raw_start, raw_deep=raw_deep, truth=y[hid],
-                        cal_start=json.dumps(asdict(_CAP["cal_start"])), cal_deep=json.dumps(asdict(_CAP["cal_deep"])),
-                        safeguard=clf.history_[-1]["safeguard"], **lin,
-                        meta=json.dumps({"ds": ds, "proto": proto, "seed": seed,
-                                         "maj": float(np.mean(y[hid] == np.bincount(y[seen]).argmax()))}))
+    np.savez_compressed(f"{OUT}/{ds}-{proto}-{seed}.npz", folds=folds, safeguard=run["clf"].history_[-1]["safeguard"],
+                        **run["arrays"], **lin)
     print(ds, proto, seed, flush=True)
 
 

@@ -20,11 +20,10 @@ it hidden (fitted as unlabelled) and scored. No label of an unlabelled point is 
 import json
 import os
 import sys
-from dataclasses import asdict, replace
 
 import numpy as np
 
-from benchmarks.experiments.safeguard_candidates import _CAP, _patch
+from benchmarks.experiments.safeguard_candidates import _CAP, captured
 
 OUT = "/tmp/exp/startens"
 M = 3
@@ -59,35 +58,17 @@ def _extra_start(guard, X_hid, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit(job) -> None:
-    import warnings
-
-    from benchmarks.experiments._oof import hidden_third
-    from deepseg import DeepSegmentationClassifier
-    from deepseg.core.train import predict_proba
-
-    ds, proto, seed = job
-    _patch()
-    X, y, seen, hid, y_semi, _ = hidden_third(ds, proto, seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        clf = DeepSegmentationClassifier(random_state=seed).fit(X, y_semi)
-        if "cal_deep" not in _CAP:
-            return
-        model, guard = clf.model_, _CAP["guard"]
-        iterated = model.iterated if model.iterated is not None else model.ensemble
-        extra = [_extra_start(guard, X[hid], seed + 104729 * j) for j in range(1, M)]
+    run = captured(job)
+    if run is None:
+        return
+    X, hid, guard = run["X"], run["hid"], _CAP["guard"]
+    extra = [_extra_start(guard, X[hid], job[2] + 104729 * j) for j in range(1, M)]
     train_prior, prior, few = _CAP["cal_args"]
     os.makedirs(OUT, exist_ok=True)
-    np.savez_compressed(
-        f"{OUT}/{ds}-{proto}-{seed}.npz", y=guard.y_l, oof_start=_CAP["oof_start"], oof_deep=_CAP["oof_deep"],
-        raw_start=predict_proba(model.supervised, X[hid]), raw_deep=replace(iterated, calibration=None)(X[hid]),
-        extra_hid=np.stack([e[0] for e in extra]), extra_oof=np.stack([e[1] for e in extra]), truth=y[hid],
-        answer=clf.predict_proba(X[hid]),
-        cal_start=json.dumps(asdict(_CAP["cal_start"])), cal_deep=json.dumps(asdict(_CAP["cal_deep"])),
-        train_prior=np.asarray(train_prior), prior=np.asarray(prior), few=few,
-        meta=json.dumps({"ds": ds, "proto": proto, "seed": seed,
-                         "maj": float(np.mean(y[hid] == np.bincount(y[seen]).argmax()))}))
-    print(ds, proto, seed, flush=True)
+    np.savez_compressed(f"{OUT}/{'-'.join(map(str, job))}.npz", **run["arrays"],
+                        extra_hid=np.stack([e[0] for e in extra]), extra_oof=np.stack([e[1] for e in extra]),
+                        train_prior=np.asarray(train_prior), prior=np.asarray(prior), few=few)
+    print(*job, flush=True)
 
 
 def answers(f) -> dict:
