@@ -1,6 +1,6 @@
 """Issue 19 prototype: what the safeguard chooses between, and how sure it must be.
 
-    python -m benchmarks.experiments.safeguard_candidates run 100,101,102,103   # then 104-107 and 108-111
+    python -m benchmarks.experiments.safeguard_candidates run 100,101,102,103   # then 104-107, 108-111, 112-115
     python -m benchmarks.experiments.safeguard_candidates summary
 
 The safeguard keeps the supervised start when its out-of-fold accuracy is strictly higher than the
