@@ -10,7 +10,6 @@ profiled; refresh passes its drift figures.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,7 @@ from deepseg.locations import join
 from deepseg.pipeline.model_store import TrainedModel
 from deepseg.pipeline.runs import utcnow
 from deepseg.pipeline.tables import read_table, table_exists
+from deepseg.pipeline.tracking import configured_mlflow
 from deepseg.pipeline.validate import InputError, describe
 from deepseg.report import write_report
 
@@ -111,14 +111,15 @@ def _profile(row: "Row") -> dict:
 
 def log_report_to_mlflow(path: str, version: str) -> str | None:
     """Log the report to the MLflow run of model `version` (tagged ``model_version`` by the train
-    job), or to a new run when there is none, if mlflow is installed.
+    job), or to a new run when there is none, if mlflow is installed and configured
+    (:mod:`deepseg.pipeline.tracking`).
 
     As for the train job's logging, a tracking failure is a warning: the report is written.
     Returns the MLflow run id, or None when nothing was logged.
     """
-    if importlib.util.find_spec("mlflow") is None:
+    mlflow = configured_mlflow("report")
+    if mlflow is None:
         return None
-    import mlflow
 
     try:
         runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.model_version = '{version}'",

@@ -9,7 +9,6 @@ it to MLflow when mlflow is installed.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from typing import TYPE_CHECKING
@@ -24,6 +23,7 @@ from deepseg.pipeline.profiles import write_profiles
 from deepseg.pipeline.report import write_model_report
 from deepseg.pipeline.runs import new_run_id, utcnow
 from deepseg.pipeline.tables import last_commit, read_table
+from deepseg.pipeline.tracking import configured_mlflow
 from deepseg.pipeline.validate import InputError, check_features_table, check_labels, describe
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -97,7 +97,8 @@ def train_job(spark: "SparkSession", cfg: "Config", resume: bool = False) -> Tra
 
 
 def _log_to_mlflow(version: str, metadata: dict, history: list[dict], model_dir: str) -> str | None:
-    """Log parameters, per-iteration metrics and the model folder to MLflow, if it is installed.
+    """Log parameters, per-iteration metrics and the model folder to MLflow, if it is installed and
+    configured (:mod:`deepseg.pipeline.tracking`).
 
     The run goes wherever MLflow is configured (``MLFLOW_TRACKING_URI``, the Databricks
     workspace, ...); inside an active run it is a nested run. The model is already saved, so a
@@ -105,9 +106,9 @@ def _log_to_mlflow(version: str, metadata: dict, history: list[dict], model_dir:
     store, mlflow 3 refuses ``file:`` stores unless ``MLFLOW_ALLOW_FILE_STORE=true``) is a
     warning, not a failed job. Returns the MLflow run id, or None when nothing was logged.
     """
-    if importlib.util.find_spec("mlflow") is None:
+    mlflow = configured_mlflow("train")
+    if mlflow is None:
         return None
-    import mlflow
 
     from deepseg.spark.persistence import MODEL_FILE
 

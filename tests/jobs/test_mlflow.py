@@ -122,3 +122,31 @@ def test_tracking_failure_is_a_warning(tmp_path, monkeypatch, caplog):
         assert _log_to_mlflow("v1", METADATA, [], _fake_model_dir(tmp_path)) is None
     assert "MLflow logging failed for model v1" in caplog.text
     assert mlflow.active_run() is None
+
+
+def test_nothing_is_logged_without_a_destination(tmp_path, monkeypatch, caplog):
+    """mlflow 3 would default to ./mlflow.db (which mlflow-skinny cannot open): without a tracking
+    URI, an active run or Databricks, the jobs leave MLflow alone and say how to turn it on."""
+    from deepseg.pipeline.report import log_report_to_mlflow
+    from deepseg.pipeline.train import _log_to_mlflow
+
+    for name in ("MLFLOW_TRACKING_URI", "DATABRICKS_RUNTIME_VERSION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert not mlflow.is_tracking_uri_set()
+    (tmp_path / "report.html").write_text("<html></html>")
+    with caplog.at_level("INFO", logger="deepseg"):
+        assert _log_to_mlflow("v1", METADATA, [], _fake_model_dir(tmp_path)) is None
+        assert log_report_to_mlflow(str(tmp_path / "report.html"), "v1") is None
+    assert "train: MLflow is installed but no tracking URI is set (MLFLOW_TRACKING_URI)" in caplog.text
+    assert "report: MLflow is installed but no tracking URI is set" in caplog.text
+    assert "failed" not in caplog.text and not (tmp_path / "mlflow.db").exists() and mlflow.active_run() is None
+
+
+def test_a_databricks_runtime_is_a_destination(monkeypatch):
+    from deepseg.pipeline.tracking import configured_mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert configured_mlflow("train") is None
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "16.4")
+    assert configured_mlflow("train") is mlflow
