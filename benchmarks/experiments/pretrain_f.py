@@ -1,6 +1,6 @@
 """Issue 19 prototype: f pre-trained on the unlabelled users (a denoising autoencoder) before the start.
 
-    python -m benchmarks.experiments.pretrain_f run 100,101        # fits -> /tmp/exp/pretrain/*.json
+    python -m benchmarks.experiments.pretrain_f run 100,101        # then 102,103,104,105; fits -> /tmp/exp/pretrain/*.json
     python -m benchmarks.experiments.pretrain_f summary
 
 The issue asks to "use the unlabelled users' structure when f is learnt". Today f first meets the
