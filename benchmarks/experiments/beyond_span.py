@@ -38,7 +38,8 @@ import sys
 import numpy as np
 from scipy.special import softmax
 
-from benchmarks.experiments.tau_posterior import SHIFTED, rows
+from benchmarks.experiments._oof import SHIFTED
+from benchmarks.experiments.tau_posterior import rows
 
 
 def _aligned(Q: np.ndarray, prior) -> np.ndarray:

@@ -106,7 +106,7 @@ if __name__ == "__main__":
             print(json.dumps(r))
     else:
         from benchmarks.experiments._oof import variants_table
-        from benchmarks.experiments.tau_posterior import SHIFTED
+        from benchmarks.experiments._oof import SHIFTED
         import benchmarks.experiments.tau_posterior as tp
 
         tp.OUT = OUT.rsplit("/", 1)[0]

@@ -30,8 +30,9 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
+from benchmarks.experiments._oof import SHIFTED
+
 OUT = "/tmp/exp/taupost"
-SHIFTED = ("telco-churn", "credit-scoring", "fine-foods", "spam-assassin")
 
 _CAP: dict = {}
 

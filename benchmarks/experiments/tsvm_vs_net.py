@@ -5,7 +5,7 @@ spreading in the same space?
 
     PYTHONPATH=. python benchmarks/experiments/tsvm_vs_net.py digits5,synthetic 3
 """
-import sys, numpy as np, time
+import sys, numpy as np
 from benchmarks.datasets import DATASETS, labeled_mask
 from benchmarks.experiments.variants import em_prior, fit_ovr
 from deepseg import DeepSegmentationClassifier

@@ -25,7 +25,6 @@ cstar_anneal list of factors of C* (e.g. [0.01, 0.1, 1]): CCCP is run to converg
 
 from __future__ import annotations
 
-import time
 from functools import partial
 
 import numpy as np
@@ -38,7 +37,6 @@ from torch.nn import functional as F
 
 from deepseg.classifier import DeepSegmentationClassifier
 from deepseg.core import tsvm as tsvm_mod
-from deepseg.core._local import LocalBackend
 from deepseg.core.embed import SegmentationNet, mse_loss, smooth_labels
 from deepseg.core.loop import DeepSegResult
 from deepseg.core.ovr import OvRTSVM, calibration_folds, fit_temperature, split_semi_supervised
