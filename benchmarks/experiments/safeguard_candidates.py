@@ -191,8 +191,7 @@ if __name__ == "__main__":
         for r in rows():
             print(json.dumps(r))
     else:
-        from benchmarks.experiments._oof import variants_table
-        from benchmarks.experiments._oof import SHIFTED
+        from benchmarks.experiments._oof import SHIFTED, variants_table
 
         recs = [json.loads(line) for line in open(sys.argv[2])] if len(sys.argv) > 2 else rows()
         variants_table(recs, "today", SHIFTED)

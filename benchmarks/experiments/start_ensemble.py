@@ -105,8 +105,7 @@ if __name__ == "__main__":
         for r in rows("startens", answers):
             print(json.dumps(r))
     else:
-        from benchmarks.experiments._oof import variants_table
-        from benchmarks.experiments._oof import SHIFTED
+        from benchmarks.experiments._oof import SHIFTED, variants_table
         import benchmarks.experiments.tau_posterior as tp
 
         tp.OUT = OUT.rsplit("/", 1)[0]
