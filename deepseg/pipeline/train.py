@@ -4,7 +4,7 @@ Training itself runs on Spark (:func:`deepseg.spark.backend.train_on_spark`); th
 its inputs, profiles the training population for drift (:mod:`deepseg.pipeline.drift`), saves
 the version (:mod:`deepseg.pipeline.model_store`), profiles its segments
 (:mod:`deepseg.pipeline.profiles`), writes its report (:mod:`deepseg.pipeline.report`) and logs
-it to MLflow when mlflow is installed.
+it to MLflow when mlflow is installed and has a destination (:mod:`deepseg.pipeline.tracking`).
 """
 
 from __future__ import annotations
