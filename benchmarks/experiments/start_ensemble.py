@@ -1,6 +1,6 @@
 """Issue 19 prototype: the supervised start as an ensemble of networks that differ only in their seed.
 
-    python -m benchmarks.experiments.start_ensemble run 100,101     # fits -> /tmp/exp/startens
+    python -m benchmarks.experiments.start_ensemble run 100,101     # then 102,103; fits -> /tmp/exp/startens
     python -m benchmarks.experiments.start_ensemble summary
 
 The safeguard keeps the supervised start in about 40% of fits (116 of 260 in the suite; 41 of 104
