@@ -40,9 +40,10 @@ def _linear_model(kind: str, X_l, y_l, X_u):
     return SelfTrainingClassifier(LogisticRegression(max_iter=1000)).fit(X, y)
 
 
-@contextlib.contextmanager
-def _expert(kind: str):
+def _expert(kind: str) -> contextlib.ExitStack:
     """The loop with the linear expert `kind` in its pseudo-labels, for the fits inside the block."""
+    from unittest import mock
+
     import deepseg.core.loop as loop
     from deepseg.core.pseudo import PseudoLabeler
     from deepseg.core.teacher import teacher_sample
@@ -69,11 +70,10 @@ def _expert(kind: str):
         WithLinear.model, WithLinear.n_classes = self._linear, self.n_classes
         return call(self, it)
 
-    loop.PseudoLabeler, loop._Iteration.__call__ = WithLinear, iteration
-    try:
-        yield
-    finally:
-        loop.PseudoLabeler, loop._Iteration.__call__ = PseudoLabeler, call
+    stack = contextlib.ExitStack()
+    stack.enter_context(mock.patch.object(loop, "PseudoLabeler", WithLinear))
+    stack.enter_context(mock.patch.object(loop._Iteration, "__call__", iteration))
+    return stack
 
 
 def _variant(variant, seed, X, seen):

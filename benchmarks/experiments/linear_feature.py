@@ -33,6 +33,8 @@ def _augment(Z: np.ndarray, X) -> np.ndarray:
 @contextlib.contextmanager
 def _linear_feature():
     """The loop with the linear scores as TSVM features, for the fits inside the block."""
+    from unittest import mock
+
     from sklearn.linear_model import LogisticRegression
 
     import deepseg.core.loop as loop
@@ -67,12 +69,9 @@ def _linear_feature():
     def embed(net, X, *a, **k):
         return _augment(train.embed(net, X, *a, **k), X)
 
-    loop.PseudoLabeler, loop._Iteration.__call__, loop.embed = WithFeature, iteration, embed
-    try:
+    with mock.patch.object(loop, "PseudoLabeler", WithFeature), mock.patch.object(loop, "embed", embed), \
+            mock.patch.object(loop._Iteration, "__call__", iteration):
         yield
-    finally:
-        loop.PseudoLabeler, loop._Iteration.__call__, loop.embed = PseudoLabeler, call, train.embed
-        _STATE.clear()
 
 
 def _variant(variant, seed, X, seen):
