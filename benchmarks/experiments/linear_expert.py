@@ -40,7 +40,8 @@ def _linear_model(kind: str, X_l, y_l, X_u):
     return SelfTrainingClassifier(LogisticRegression(max_iter=1000)).fit(X, y)
 
 
-def _expert(kind: str) -> contextlib.ExitStack:
+@contextlib.contextmanager
+def _expert(kind: str):
     """The loop with the linear expert `kind` in its pseudo-labels, for the fits inside the block."""
     from unittest import mock
 
@@ -70,10 +71,9 @@ def _expert(kind: str) -> contextlib.ExitStack:
         WithLinear.model, WithLinear.n_classes = self._linear, self.n_classes
         return call(self, it)
 
-    stack = contextlib.ExitStack()
-    stack.enter_context(mock.patch.object(loop, "PseudoLabeler", WithLinear))
-    stack.enter_context(mock.patch.object(loop._Iteration, "__call__", iteration))
-    return stack
+    with mock.patch.object(loop, "PseudoLabeler", WithLinear), \
+            mock.patch.object(loop._Iteration, "__call__", iteration):
+        yield
 
 
 def _variant(variant, seed, X, seen):
